@@ -1,0 +1,45 @@
+// The kernel table: one function pointer per kernel, filled once at import from the scalar tier
+// upward for every tier that is compiled in and whose full feature set the CPU and OS support.
+// EMBKERN_ISA (or set_isa) caps the tier. Only this file and dispatch.cpp know about tiers.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace embkern {
+
+struct BinaryKernels {
+    // Sign bits of n rows of d values: bit j set where x[j] > threshold; rows of ceil(d/8) bytes.
+    void (*pack_signs_f32)(const float* x, int64_t n, int64_t d, float threshold, bool little,
+                           uint8_t* out);
+    void (*pack_signs_f64)(const double* x, int64_t n, int64_t d, double threshold, bool little,
+                           uint8_t* out);
+    // Hamming distances of na x nb codes of cs bytes into out (row stride ldo).
+    void (*hamming_tile)(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t cs,
+                         int32_t* out, int64_t ldo);
+    // Streams nb codes past nq queries and updates each query's k-slot max-heap
+    // (heap_d/heap_i, row stride k, keyed by (distance, id)); ids are id0 + position.
+    void (*hamming_topk_scan)(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb,
+                              int64_t cs, int64_t k, int64_t id0, int32_t* heap_d,
+                              int64_t* heap_i);
+    // Float query vs codes read as +-1 per bit: out[i, j] = sum_t q[i, t] * (bit_t(j) ? 1 : -1).
+    void (*asymmetric_tile)(const float* q, int64_t nq, int64_t d, const uint8_t* codes, int64_t nb,
+                            bool little, float* out, int64_t ldo);
+};
+
+struct KernelTable {
+    const char* isa = "scalar";
+    BinaryKernels binary{};
+};
+
+// The table in use. Reads are lock-free; set_isa swaps it (not while kernels run).
+const KernelTable& kernels();
+
+std::vector<std::string> compiled_isas();   // tiers built into this module, narrow to wide
+std::vector<std::string> supported_isas();  // compiled tiers this CPU and OS can run
+std::string current_isa();
+// Rebuild the table capped at `isa` ("best" = widest supported). Throws std::invalid_argument
+// for an unknown or unsupported tier.
+void set_isa(const std::string& isa);
+
+}  // namespace embkern
