@@ -1,4 +1,5 @@
-// Binary kernels, avx512_icl tier: the generic bodies of kernel.hpp compiled with this tier's flags.
+// Binary kernels, avx512_icl tier: the generic bodies of kernel.hpp. With VPOPCNTDQ in the flags,
+// GCC vectorises the word loops of hamming_words/hamming_any into VPOPCNTQ on ZMM registers.
 #include "binary/kernel.hpp"
 
 namespace embkern::cpu::EMBKERN_ISA_NS {
