@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from . import binary
+from . import binary, pq
 from ._dispatch import (
     cuda_available,
     cuda_status,
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "binary",
+    "pq",
     "pack_signs",
     "hamming_distance",
     "hamming_topk",
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 
-def _core():
+def _core_module():
     from . import _dispatch
 
     if _dispatch._core is None:
@@ -73,13 +74,13 @@ def available_isas() -> List[str]:
 
 def get_isa() -> str:
     """The ISA tier whose kernels are in use."""
-    return _core().get_isa()
+    return _core_module().get_isa()
 
 
 def set_isa(isa: str) -> None:
     """Use ISA tier `isa` ("best" for the widest supported). Process-wide; for tests and
     benchmarks (``EMBKERN_ISA`` sets the tier at import)."""
-    _core().set_isa(isa)
+    _core_module().set_isa(isa)
 
 
 def available_backends() -> List[str]:

@@ -108,7 +108,10 @@ def cuda_status() -> str:
 
 
 def _is_device_array(x: Any) -> bool:
-    if hasattr(x, "__cuda_array_interface__"):
+    try:  # torch raises (not AttributeError) for tensors that require grad
+        if getattr(x, "__cuda_array_interface__", None) is not None:
+            return True
+    except Exception:
         return True
     dev = getattr(x, "__dlpack_device__", None)
     if dev is not None and not isinstance(x, np.ndarray):
@@ -143,21 +146,22 @@ class _NumbaFamily:
         return call
 
 
-def backend_for(family: str, backend: Optional[str], *arrays: Any):
-    """The module implementing `family` for this call.
+def choose_backend(backend: Optional[str], *arrays: Any) -> str:
+    """The backend name for this call.
 
     None picks CUDA when an input lives on a GPU, else the compiled CPU path, else Numba.
-    A forced backend that is unavailable raises RuntimeError saying why.
     """
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-    if backend is None:
-        if any(_is_device_array(a) for a in arrays):
-            backend = "cuda"
-        elif _core is not None:
-            backend = "cpu"
-        else:
-            backend = "numba"
+    if backend is not None:
+        return backend
+    if any(_is_device_array(a) for a in arrays):
+        return "cuda"
+    return "cpu" if _core is not None else "numba"
+
+
+def backend_module(family: str, backend: str):
+    """The module implementing `family` on `backend`; RuntimeError saying why if unavailable."""
     if backend == "cpu":
         if _core is None:
             raise RuntimeError(f"backend 'cpu' is unavailable: {_CORE_ERROR}")
@@ -168,7 +172,6 @@ def backend_for(family: str, backend: Optional[str], *arrays: Any):
         except ImportError as exc:
             raise RuntimeError(f"backend 'numba' is unavailable: {exc}") from exc
         return _NumbaFamily(module)
-    # cuda
     try:
         cuda = _cuda_module()
     except ImportError as exc:
@@ -180,11 +183,12 @@ def backend_for(family: str, backend: Optional[str], *arrays: Any):
 
 def kernel(family: str, name: str, backend: Optional[str], *arrays: Any):
     """The function `name` of `family` on the chosen backend (RuntimeError if it lacks it)."""
-    module = backend_for(family, backend, *arrays)
+    chosen = choose_backend(backend, *arrays)
+    module = backend_module(family, chosen)
     try:
         return getattr(module, name)
     except AttributeError:
-        raise RuntimeError(f"{family}.{name} has no implementation on this backend") from None
+        raise RuntimeError(f"{family}.{name} has no implementation on the {chosen!r} backend") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,22 @@ __all__ = [
 ]
 
 
+def _cuda_call(name: str, *args: Any):
+    """Run `name` on the CUDA backend with the caller's own (device) arrays; 1-D operands are
+    viewed as one row, and a result for one row comes back 1-D."""
+    fn = getattr(_d.backend_module("binary", "cuda"), name, None)
+    if fn is None:
+        raise RuntimeError(f"binary.{name} has no implementation on the 'cuda' backend")
+    return fn(*args)
+
+
+def _as_rows(x: Any):
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) == 1:
+        return x.reshape(1, -1), True
+    return x, False
+
+
 def pack_signs(x: Any, *, threshold: float = 0.0, bitorder: str = "big",
                backend: Optional[str] = None) -> np.ndarray:
     """Binarize vectors to packed sign bits.
@@ -44,6 +60,11 @@ def pack_signs(x: Any, *, threshold: float = 0.0, bitorder: str = "big",
     uint8 array (n, ceil(d/8)), or (ceil(d/8),) for 1-D input.
     """
     little = _d.check_bitorder(bitorder)
+    if _d.choose_backend(backend, x) == "cuda" and _d._is_device_array(x):
+        rows, one = _as_rows(x)
+        name = "pack_signs_f64" if str(getattr(x, "dtype", "")).endswith("float64") else "pack_signs_f32"
+        out = _cuda_call(name, rows, float(threshold), little)
+        return out[0] if one else out
     arr = _d.as_array(x, "x")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"x must be a real numeric array, got dtype {arr.dtype}")
@@ -69,6 +90,11 @@ def hamming_distance(a: Any, b: Any = None, *, backend: Optional[str] = None) ->
 
     ``b=None`` compares ``a`` with itself. 1-D inputs are single codes (that axis is dropped).
     """
+    if _d.choose_backend(backend, a, b) == "cuda" and (_d._is_device_array(a) or _d._is_device_array(b)):
+        ra, a1 = _as_rows(a)
+        rb, b1 = (ra, a1) if b is None else _as_rows(b)
+        out = _cuda_call("hamming_distance", ra, rb)
+        return out[0, 0] if (a1 and b1) else out[0] if a1 else out[:, 0] if b1 else out
     a_arr, a1 = _d.as_codes(a, "a", allow_1d=True)
     if b is None:
         b_arr, b1 = a_arr, a1
@@ -95,6 +121,12 @@ def hamming_topk(queries: Any, database: Any, k: int, *,
     Returns ``(distances int32 (nq, k), indices int64 (nq, k))``, ascending, ties by smaller index.
     The distances equal faiss ``IndexBinaryFlat.search``'s. A 1-D query gives 1-D results.
     """
+    if _d.choose_backend(backend, queries, database) == "cuda" and (
+            _d._is_device_array(queries) or _d._is_device_array(database)):
+        rq, q1 = _as_rows(queries)
+        k = _d.check_k(k, int(database.shape[0]))
+        dist, idx = _cuda_call("hamming_topk", rq, database, k)
+        return (dist[0], idx[0]) if q1 else (dist, idx)
     q, q1 = _d.as_codes(queries, "queries", allow_1d=True)
     db, _ = _d.as_codes(database, "database")
     _d.same_width(q, db, "queries", "database")
