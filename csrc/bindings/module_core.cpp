@@ -29,4 +29,6 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.def("get_num_threads", &embkern::get_num_threads);
     auto binary = m.def_submodule("binary", "binary-code kernels");
     embkern::bindings::register_binary(binary);
+    auto pq = m.def_submodule("pq", "product-quantization kernels");
+    embkern::bindings::register_pq(pq);
 }

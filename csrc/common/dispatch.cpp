@@ -12,6 +12,7 @@ namespace embkern {
 #define EMBKERN_DECLARE_TIER(tier) \
     namespace cpu::tier {          \
     void register_binary(BinaryKernels&); \
+    void register_pq(PqKernels&);         \
     }
 #ifdef EMBKERN_HAVE_SCALAR
 EMBKERN_DECLARE_TIER(scalar)
@@ -35,6 +36,7 @@ struct Tier {
     const char* name;
     bool (*supported)(const CpuFeatures&);
     void (*register_binary)(BinaryKernels&);
+    void (*register_pq)(PqKernels&);
 };
 
 // Each requirement lists every feature the tier's compiler flags allow, plus the OS state.
@@ -63,19 +65,19 @@ bool need_neon(const CpuFeatures& f) { return f.neon; }
 const std::vector<Tier>& tiers() {
     static const std::vector<Tier> list = {
 #ifdef EMBKERN_HAVE_SCALAR
-        {"scalar", need_scalar, cpu::scalar::register_binary},
+        {"scalar", need_scalar, cpu::scalar::register_binary, cpu::scalar::register_pq},
 #endif
 #ifdef EMBKERN_HAVE_AVX2
-        {"avx2", need_avx2, cpu::avx2::register_binary},
+        {"avx2", need_avx2, cpu::avx2::register_binary, cpu::avx2::register_pq},
 #endif
 #ifdef EMBKERN_HAVE_AVX512
-        {"avx512", need_avx512, cpu::avx512::register_binary},
+        {"avx512", need_avx512, cpu::avx512::register_binary, cpu::avx512::register_pq},
 #endif
 #ifdef EMBKERN_HAVE_AVX512_ICL
-        {"avx512_icl", need_avx512_icl, cpu::avx512_icl::register_binary},
+        {"avx512_icl", need_avx512_icl, cpu::avx512_icl::register_binary, cpu::avx512_icl::register_pq},
 #endif
 #ifdef EMBKERN_HAVE_NEON
-        {"neon", need_neon, cpu::neon::register_binary},
+        {"neon", need_neon, cpu::neon::register_binary, cpu::neon::register_pq},
 #endif
     };
     return list;
@@ -99,6 +101,7 @@ KernelTable build(const std::string& cap) {
             break;
         }
         tier.register_binary(t.binary);
+        tier.register_pq(t.pq);
         t.isa = tier.name;
         any = true;
         if (tier.name == cap) {

@@ -27,9 +27,29 @@ struct BinaryKernels {
                             bool little, float* out, int64_t ldo);
 };
 
+// Queries per ADC LUT group: tables are laid out [m][ksub][lane] with this many lanes.
+constexpr int64_t kPqLutLanes = 8;
+
+struct PqKernels {
+    // out (n, m, ksub): L2 (squared) or inner-product of each sub-vector with each centroid.
+    // ct: centroids transposed per sub-space, [m][dsub][ksub].
+    void (*distance_tables)(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
+                            int64_t ksub, bool ip, float* out);
+    // out (n, m): nearest centroid per sub-vector (first on ties).
+    void (*assign)(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m, int64_t ksub,
+                   int32_t* out);
+    // lut: [m][ksub][kPqLutLanes] for nl <= kPqLutLanes queries; out: nl rows of n, stride ldo.
+    void (*adc_tile)(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
+                     int nbits, float* out, int64_t ldo);
+    // Streams n codes, updating nl k-slot (distance, id) max-heaps (row stride k); ids id0 + j.
+    void (*adc_topk_scan)(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
+                          int nbits, int64_t k, int64_t id0, float* heap_d, int64_t* heap_i);
+};
+
 struct KernelTable {
     const char* isa = "scalar";
     BinaryKernels binary{};
+    PqKernels pq{};
 };
 
 // The table in use. Reads are lock-free; set_isa swaps it (not while kernels run).

@@ -1,0 +1,252 @@
+// Product quantization: the generic body of each PQ kernel, compiled once per ISA tier.
+//
+// Layouts (faiss's, see specs/binary_pq.md §1): centroids [m][ksub][dsub]; codes are the m
+// indices as a little-endian bit stream: 8 bits -> byte i is index i; 4 bits -> byte i/2, even i
+// in the low nibble. The driver hands the kernels centroids transposed per sub-space,
+// [m][dsub][ksub], so that every distance loop runs over contiguous centroids (SIMD lanes).
+//
+// Distances to centroids are computed as sum over the sub-vector of (x - c)^2, dimension by
+// dimension in order, in float32 with separate multiply and add (the build disables FP
+// contraction), so every tier and backend produce the same bits.
+//
+// ADC scans keep LUT_LANES queries in SIMD lanes: the table is laid out [m][ksub][lane], so one
+// code byte selects one vector of LUT_LANES partial distances and a single add advances all those
+// queries at once. Each lane still sums its m entries in order 0..m-1, so a lane's result is the
+// plain sequential sum, whichever tier runs it. Tables stay in L1/L2 (m*ksub*32 bytes).
+#pragma once
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "common/dispatch.hpp"
+#include "common/heap.hpp"
+
+#ifndef EMBKERN_ISA_NS
+#error "EMBKERN_ISA_NS must name the tier namespace"
+#endif
+
+namespace embkern::cpu::EMBKERN_ISA_NS {
+
+constexpr int64_t kLanes = kPqLutLanes;
+
+// ---- distances to centroids -----------------------------------------------------------------
+
+// Squared L2 distances of one sub-vector to ksub centroids (transposed: ct[t * ksub + j]).
+inline void l2_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
+    for (int64_t t = 0; t < dsub; ++t) {
+        const float xt = x[t];
+        const float* c = ct + t * ksub;
+        for (int64_t j = 0; j < ksub; ++j) {
+            const float diff = xt - c[j];
+            out[j] += diff * diff;
+        }
+    }
+}
+
+inline void ip_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
+    for (int64_t t = 0; t < dsub; ++t) {
+        const float xt = x[t];
+        const float* c = ct + t * ksub;
+        for (int64_t j = 0; j < ksub; ++j) out[j] += xt * c[j];
+    }
+}
+
+// out[i][s][j]: distance (L2 or IP) of x_i's sub-vector s to centroid j.
+inline void distance_tables(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
+                            int64_t ksub, bool ip, float* out) {
+    const int64_t dsub = dim / m;
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t s = 0; s < m; ++s) {
+            const float* xs = x + i * dim + s * dsub;
+            const float* cs = ct + s * dsub * ksub;
+            float* o = out + (i * m + s) * ksub;
+            if (ip)
+                ip_to_centroids(xs, cs, dsub, ksub, o);
+            else
+                l2_to_centroids(xs, cs, dsub, ksub, o);
+        }
+}
+
+// 8-float vectors (GCC/Clang vector extensions): element-wise IEEE arithmetic, so every tier
+// computes the same bits; the tier's flags decide the registers (2 x SSE, AVX, NEON).
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+inline v8f load8(const float* p) {
+    v8f v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// Squared L2 distances of P sub-vectors (of one sub-space) to its ksub centroids: out[p][j].
+// Centroids go 8*G at a time; the P*G partial sums are independent chains, which hides the add
+// latency (each chain must sum dimensions in order, so the order cannot be split instead).
+template <int P, int64_t G>
+inline void l2_block(const float* const* xs, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    for (int64_t j0 = 0; j0 < ksub; j0 += 8 * G) {
+        v8f acc[P][G];
+        for (int p = 0; p < P; ++p)
+            for (int64_t g = 0; g < G; ++g) acc[p][g] = v8f{};
+        for (int64_t t = 0; t < dsub; ++t) {
+            const float* c = ct + t * ksub + j0;
+            v8f cv[G];
+            for (int64_t g = 0; g < G; ++g) cv[g] = load8(c + 8 * g);
+            for (int p = 0; p < P; ++p) {
+                const v8f xv = v8f{} + xs[p][t];
+                for (int64_t g = 0; g < G; ++g) {
+                    const v8f diff = xv - cv[g];
+                    acc[p][g] += diff * diff;
+                }
+            }
+        }
+        for (int p = 0; p < P; ++p)
+            for (int64_t g = 0; g < G; ++g) std::memcpy(out + p * ksub + j0 + 8 * g, &acc[p][g], sizeof(v8f));
+    }
+}
+
+// Index of the first minimum of d[0..n), n a multiple of 32: four lane-wise (value, index) chains,
+// then a merge by (value, index), which is exactly the first minimum.
+inline int32_t argmin_first(const float* d, int64_t n) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    v8f best[4];
+    v8i besti[4];
+    for (int g = 0; g < 4; ++g) {
+        best[g] = v8f{} + HUGE_VALF;
+        besti[g] = lane + 8 * g;
+    }
+    for (int64_t j0 = 0; j0 < n; j0 += 32)
+        for (int g = 0; g < 4; ++g) {
+            const v8f v = load8(d + j0 + 8 * g);
+            const v8i lt = v < best[g];
+            best[g] = lt ? v : best[g];
+            besti[g] = lt ? lane + static_cast<int32_t>(j0 + 8 * g) : besti[g];
+        }
+    int32_t win = besti[0][0];
+    float wv = best[0][0];
+    for (int g = 0; g < 4; ++g)
+        for (int l = 0; l < 8; ++l)
+            if (best[g][l] < wv || (best[g][l] == wv && besti[g][l] < win)) {
+                wv = best[g][l];
+                win = besti[g][l];
+            }
+    return win;
+}
+
+inline int32_t argmin_first_any(const float* d, int64_t n) {
+    if (n % 32 == 0) return argmin_first(d, n);
+    int32_t b = 0;
+    for (int64_t j = 1; j < n; ++j)
+        if (d[j] < d[b]) b = static_cast<int32_t>(j);
+    return b;
+}
+
+// Nearest centroid (first on ties) of each sub-vector: out[i * m + s]. Two vectors at a time.
+// ksub must be a multiple of 16 (PQ: 16 or 256).
+inline void assign(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
+                   int64_t ksub, int32_t* out) {
+    const int64_t dsub = dim / m;
+    alignas(64) float dist[2 * 256];
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2)
+        for (int64_t s = 0; s < m; ++s) {
+            const float* xs[2] = {x + i * dim + s * dsub, x + (i + 1) * dim + s * dsub};
+            const float* cs = ct + s * dsub * ksub;
+            if (ksub % 32 == 0)
+                l2_block<2, 4>(xs, cs, dsub, ksub, dist);
+            else
+                l2_block<2, 2>(xs, cs, dsub, ksub, dist);
+            out[i * m + s] = argmin_first_any(dist, ksub);
+            out[(i + 1) * m + s] = argmin_first_any(dist + ksub, ksub);
+        }
+    for (; i < n; ++i)
+        for (int64_t s = 0; s < m; ++s) {
+            const float* xs[1] = {x + i * dim + s * dsub};
+            l2_block<1, 2>(xs, ct + s * dsub * ksub, dsub, ksub, dist);
+            out[i * m + s] = argmin_first_any(dist, ksub);
+        }
+}
+
+// ---- ADC scans --------------------------------------------------------------------------------
+
+// Code index of sub-quantizer s in a code row.
+template <int NBITS>
+inline int code_at(const uint8_t* row, int64_t s) {
+    if constexpr (NBITS == 8) {
+        return row[s];
+    } else {
+        return (row[s >> 1] >> ((s & 1) * 4)) & 0xF;
+    }
+}
+
+// acc[lane] = sum_s lut[s][code_s][lane] for one code row (kLanes == 8 == one v8f).
+template <int NBITS>
+inline v8f adc_one(const float* lut, const uint8_t* row, int64_t m) {
+    constexpr int64_t ksub = int64_t(1) << NBITS;
+    static_assert(kLanes == 8, "one v8f per table entry");
+    v8f acc{};
+    for (int64_t s = 0; s < m; ++s) acc += load8(lut + (s * ksub + code_at<NBITS>(row, s)) * kLanes);
+    return acc;
+}
+
+// Distances of n codes for the nl (<= kLanes) queries of a lane-major LUT; out row stride ldo.
+template <int NBITS>
+inline void adc_tile_n(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
+                       float* out, int64_t ldo) {
+    const int64_t cs = (m * NBITS + 7) / 8;
+    for (int64_t j = 0; j < n; ++j) {
+        const v8f acc = adc_one<NBITS>(lut, codes + j * cs, m);
+        for (int64_t l = 0; l < nl; ++l) out[l * ldo + j] = acc[l];
+    }
+}
+
+inline void adc_tile(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
+                     int nbits, float* out, int64_t ldo) {
+    if (nbits == 8)
+        adc_tile_n<8>(lut, nl, codes, n, m, out, ldo);
+    else
+        adc_tile_n<4>(lut, nl, codes, n, m, out, ldo);
+}
+
+// Streams n codes past nl queries, keeping each query's k smallest in its (distance, id) max-heap
+// (heap rows of stride k). A code enters the heap loop only if some lane beats its threshold.
+template <int NBITS>
+inline void adc_topk_scan_n(const float* lut, int64_t nl, const uint8_t* codes, int64_t n,
+                            int64_t m, int64_t k, int64_t id0, float* heap_d, int64_t* heap_i) {
+    const int64_t cs = (m * NBITS + 7) / 8;
+    v8f thr;
+    for (int64_t l = 0; l < kLanes; ++l) thr[l] = l < nl ? heap_d[l * k] : -HUGE_VALF;
+    for (int64_t j = 0; j < n; ++j) {
+        const v8f acc = adc_one<NBITS>(lut, codes + j * cs, m);
+        const v8i below = acc < thr;
+        bool any = false;
+        for (int l = 0; l < 8; ++l) any |= below[l] != 0;
+        if (!any) continue;
+        for (int64_t l = 0; l < nl; ++l) {
+            if (acc[l] < thr[l]) {
+                heap_replace_top(heap_d + l * k, heap_i + l * k, k, acc[l], id0 + j);
+                thr[l] = heap_d[l * k];
+            }
+        }
+    }
+}
+
+inline void adc_topk_scan(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
+                          int nbits, int64_t k, int64_t id0, float* heap_d, int64_t* heap_i) {
+    if (nbits == 8)
+        adc_topk_scan_n<8>(lut, nl, codes, n, m, k, id0, heap_d, heap_i);
+    else
+        adc_topk_scan_n<4>(lut, nl, codes, n, m, k, id0, heap_d, heap_i);
+}
+
+inline void register_pq_generic(PqKernels& t) {
+    t.distance_tables = &distance_tables;
+    t.assign = &assign;
+    t.adc_tile = &adc_tile;
+    t.adc_topk_scan = &adc_topk_scan;
+}
+
+}  // namespace embkern::cpu::EMBKERN_ISA_NS

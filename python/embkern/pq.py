@@ -1,0 +1,312 @@
+"""Product quantization, interchangeable with faiss.
+
+``ProductQuantizer`` trains per-sub-space k-means codebooks on embkern's own kernels, encodes to
+faiss's code layout (byte-identical codes for the same centroids), decodes, builds ADC lookup
+tables and searches 8-bit and 4-bit codes exactly (asymmetric distance computation), or 4-bit codes
+packed for fast scan (faiss's ``IndexPQFastScan`` block layout, 8-bit quantized tables, 16-bit
+accumulators) with optional exact re-ranking. ``adc_distances`` and ``adc_topk`` are the scan
+kernels on their own, for callers that build tables themselves (IVF lists, OPQ).
+
+Conventions: centroids float32 (m, 2**nbits, dim // m); codes uint8 (n, ceil(m * nbits / 8)),
+sub-quantizer i in byte i (8 bits) or in byte i // 2, even i in the low nibble (4 bits); L2
+distances are squared; "l2" results ascend, "ip" results descend; ties go to the smaller index.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _dispatch as _d
+
+__all__ = ["ProductQuantizer", "FastScanCodes", "adc_distances", "adc_topk"]
+
+
+def _positive_int(value: Any, name: str) -> int:
+    value = _d.as_int(value, name)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _as_lut(lut: Any, name: str = "lut") -> np.ndarray:
+    arr, _ = _d.as_float(lut, name, 3, finite=True)
+    if arr.shape[2] not in (16, 256):
+        raise ValueError(f"{name} must have 16 (4-bit) or 256 (8-bit) entries per sub-quantizer, "
+                         f"got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sub-quantizer")
+    return arr
+
+
+def _check_codes(codes: Any, m: int, nbits: int, name: str = "codes") -> np.ndarray:
+    arr, _ = _d.as_codes(codes, name)
+    width = (m * nbits + 7) // 8
+    if arr.shape[1] != width:
+        raise ValueError(f"{name} must have ceil(m * nbits / 8) = {width} bytes per row "
+                         f"(m={m}, nbits={nbits}), got {arr.shape[1]}")
+    return arr
+
+
+def adc_distances(lut: Any, codes: Any, *, backend: Optional[str] = None) -> np.ndarray:
+    """Distances of every code to every query from precomputed tables: ``out[q, j] = sum_i
+    lut[q, i, codes[j, i]]``. ``lut`` is float32 (nq, m, 16 or 256) (the last axis fixes 4- or
+    8-bit codes); ``codes`` uint8 (n, ceil(m * nbits / 8)). Returns float32 (nq, n)."""
+    t = _as_lut(lut)
+    nbits = 4 if t.shape[2] == 16 else 8
+    c = _check_codes(codes, t.shape[1], nbits)
+    return _d.kernel("pq", "adc_distances", backend, lut, codes)(t, c)
+
+
+def adc_topk(lut: Any, codes: Any, k: int, *, largest: bool = False,
+             backend: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The k smallest (``largest=True``: largest) ``adc_distances`` per query without the full
+    matrix: ``(float32 (nq, k), int64 (nq, k))``, best first, ties by smaller index."""
+    t = _as_lut(lut)
+    nbits = 4 if t.shape[2] == 16 else 8
+    c = _check_codes(codes, t.shape[1], nbits)
+    k = _d.check_k(k, c.shape[0])
+    return _d.kernel("pq", "adc_topk", backend, lut, codes)(t, c, k, bool(largest))
+
+
+@dataclass(frozen=True)
+class FastScanCodes:
+    """4-bit PQ codes packed in faiss's fast-scan block layout (``IndexPQFastScan.codes``):
+    blocks of ``bbs`` = 32 vectors, sub-quantizer pairs, 32 bytes per pair and block."""
+
+    packed: np.ndarray  # uint8, ceil(n / 32) * 32 * ceil(m / 2) ... bytes
+    n: int
+    m: int
+    bbs: int = 32
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ProductQuantizer:
+    """A product quantizer: ``m`` sub-quantizers of ``2**nbits`` centroids over ``dim // m``
+    dimensions each.
+
+    Parameters
+    ----------
+    dim : int
+        Vector dimension, divisible by ``m``.
+    m : int
+        Number of sub-quantizers.
+    nbits : {4, 8}
+        Bits per sub-quantizer code.
+    metric : {"l2", "ip"}
+        Distance used by ``search``/``lookup_table`` (centroids are always L2-trained, as in faiss).
+    """
+
+    def __init__(self, dim: int, m: int, nbits: int = 8, *, metric: str = "l2"):
+        self.dim = _positive_int(dim, "dim")
+        self.m = _positive_int(m, "m")
+        self.nbits = _d.as_int(nbits, "nbits")
+        if self.nbits not in (4, 8):
+            raise ValueError(f"nbits must be 4 or 8, got {self.nbits}")
+        if metric not in ("l2", "ip"):
+            raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+        if self.dim % self.m:
+            raise ValueError(f"dim ({self.dim}) must be divisible by m ({self.m})")
+        self.metric = metric
+        self.dsub = self.dim // self.m
+        self.ksub = 1 << self.nbits
+        self.code_size = (self.m * self.nbits + 7) // 8
+        self._centroids: Optional[np.ndarray] = None
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained else "untrained"
+        return (f"ProductQuantizer(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
+                f"metric={self.metric!r}, {state})")
+
+    # ---- codebook ----------------------------------------------------------------------------
+    @property
+    def is_trained(self) -> bool:
+        return self._centroids is not None
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """float32 (m, 2**nbits, dim // m); raises if the quantizer is not trained."""
+        return self._trained_centroids()
+
+    @centroids.setter
+    def centroids(self, value: Any) -> None:
+        arr, _ = _d.as_float(value, "centroids", 3, finite=True)
+        want = (self.m, self.ksub, self.dsub)
+        if arr.shape != want:
+            raise ValueError(f"centroids must have shape {want}, got {arr.shape}")
+        self._centroids = arr.copy()
+
+    def _trained_centroids(self) -> np.ndarray:
+        if self._centroids is None:
+            raise RuntimeError("this ProductQuantizer is not trained: call fit() or set centroids")
+        return self._centroids
+
+    def _vectors(self, x: Any, name: str) -> np.ndarray:
+        arr, _ = _d.as_float(x, name, 2, finite=True)
+        if arr.shape[1] != self.dim:
+            raise ValueError(f"{name} must have {self.dim} columns, got shape {arr.shape}")
+        return arr
+
+    def fit(self, x: Any, *, iterations: int = 25, seed: int = 0,
+            max_samples: Optional[int] = None, backend: Optional[str] = None) -> "ProductQuantizer":
+        """Train the codebooks with k-means per sub-space (Lloyd iterations from ``2**nbits``
+        distinct random training vectors; empty clusters are re-seeded by splitting the largest).
+
+        At most ``max_samples`` vectors are used (default ``256 * 2**nbits``, as faiss), drawn with
+        ``seed``. Training data must be finite and hold at least ``2**nbits`` vectors.
+        """
+        arr = self._vectors(x, "x")
+        iterations = _d.as_int(iterations, "iterations")
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        seed = _d.as_int(seed, "seed")
+        n = arr.shape[0]
+        if n < self.ksub:
+            raise ValueError(f"x must hold at least 2**nbits = {self.ksub} training vectors, got {n}")
+        limit = 256 * self.ksub if max_samples is None else _positive_int(max_samples, "max_samples")
+        rng = np.random.default_rng(seed)
+        if n > limit:
+            arr = arr[np.sort(rng.choice(n, size=limit, replace=False))]
+        init = np.empty((self.m, self.ksub, self.dsub), np.float32)
+        for s in range(self.m):
+            rows = rng.choice(arr.shape[0], size=self.ksub, replace=False)
+            init[s] = arr[rows, s * self.dsub:(s + 1) * self.dsub]
+        train = _d.kernel("pq", "train", backend)
+        self._centroids = np.ascontiguousarray(train(np.ascontiguousarray(arr), init, self.nbits, iterations))
+        return self
+
+    # ---- codes -------------------------------------------------------------------------------
+    def encode(self, x: Any, *, backend: Optional[str] = None) -> np.ndarray:
+        """uint8 codes (n, ceil(m * nbits / 8)), byte-identical to faiss's ``compute_codes``."""
+        cent = self._trained_centroids()
+        arr = self._vectors(x, "x")
+        return _d.kernel("pq", "encode", backend, x)(arr, cent, self.nbits)
+
+    def decode(self, codes: Any, *, backend: Optional[str] = None) -> np.ndarray:
+        """float32 (n, dim): each sub-vector replaced by its centroid."""
+        cent = self._trained_centroids()
+        c = _check_codes(codes, self.m, self.nbits)
+        return _d.kernel("pq", "decode", backend, codes)(c, cent, self.nbits)
+
+    def lookup_table(self, queries: Any, *, backend: Optional[str] = None) -> np.ndarray:
+        """float32 (nq, m, 2**nbits): squared L2 distance ("l2") or inner product ("ip") of each
+        query sub-vector with each centroid."""
+        cent = self._trained_centroids()
+        q = self._vectors(queries, "queries")
+        return _d.kernel("pq", "distance_tables", backend, queries)(q, cent, self.nbits, self.metric == "ip")
+
+    # ---- search ------------------------------------------------------------------------------
+    def search(self, queries: Any, codes: Union[Any, FastScanCodes], k: int, *, rerank: int = 0,
+               backend: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """k nearest codes per query: ``(float32 (nq, k), int64 (nq, k))``.
+
+        ``codes`` as uint8 rows: exact ADC, the same distances as faiss ``IndexPQ.search``.
+        ``codes`` as :class:`FastScanCodes` (from :meth:`pack_fastscan`): the fast-scan kernel,
+        the same distances as faiss ``IndexPQFastScan``; ``rerank > k`` re-scores that many best
+        fast-scan candidates with the exact float tables and returns exact distances.
+        """
+        lut = self.lookup_table(queries, backend=backend)
+        largest = self.metric == "ip"
+        if isinstance(codes, FastScanCodes):
+            return self._search_fastscan(lut, codes, k, rerank, backend)
+        if _d.as_int(rerank, "rerank"):
+            raise ValueError("rerank applies to fast-scan codes (pack_fastscan) only")
+        return adc_topk(lut, codes, k, largest=largest, backend=backend)
+
+    def pack_fastscan(self, codes: Any, *, backend: Optional[str] = None) -> FastScanCodes:
+        """Pack 4-bit codes into faiss's fast-scan block layout (byte-identical to
+        ``IndexPQFastScan.codes``)."""
+        if self.nbits != 4:
+            raise ValueError("pack_fastscan needs 4-bit codes (nbits=4)")
+        c = _check_codes(codes, self.m, 4)
+        packed = _d.kernel("pq", "pack_fastscan", backend, codes)(c, self.m)
+        return FastScanCodes(packed=packed, n=c.shape[0], m=self.m)
+
+    def _search_fastscan(self, lut, packed: FastScanCodes, k, rerank, backend):
+        if self.nbits != 4:
+            raise ValueError("fast-scan search needs a 4-bit quantizer")
+        if packed.m != self.m:
+            raise ValueError(f"packed codes have m={packed.m}, the quantizer m={self.m}")
+        k = _d.check_k(k, packed.n)
+        rerank = _d.as_int(rerank, "rerank")
+        largest = self.metric == "ip"
+        if rerank and rerank <= k:
+            raise ValueError(f"rerank must be 0 or > k ({k}), got {rerank}")
+        fastscan = _d.kernel("pq", "fastscan_topk", backend)
+        if not rerank:
+            return fastscan(lut, packed.packed, packed.n, self.m, k, largest)
+        r = min(rerank, packed.n)
+        _, cand = fastscan(lut, packed.packed, packed.n, self.m, r, largest)
+        codes = _d.kernel("pq", "unpack_fastscan", backend)(packed.packed, packed.n, self.m)
+        exact = np.take_along_axis(adc_distances(lut, codes, backend=backend), cand, axis=1)
+        key = -exact if largest else exact
+        order = np.lexsort((cand, key), axis=1)[:, :k]
+        return (np.take_along_axis(exact, order, 1).astype(np.float32),
+                np.take_along_axis(cand, order, 1))
+
+    def sdc_distances(self, codes_a: Any, codes_b: Any, *, backend: Optional[str] = None) -> np.ndarray:
+        """Symmetric distances between two sets of codes (both sides quantized; l2 only):
+        ``sum_i ||c_i[a_i] - c_i[b_i]||^2``, float32 (na, nb)."""
+        if self.metric != "l2":
+            raise ValueError("sdc_distances is defined for metric='l2' only")
+        cent = self._trained_centroids()
+        a = _check_codes(codes_a, self.m, self.nbits, "codes_a")
+        b = _check_codes(codes_b, self.m, self.nbits, "codes_b")
+        diff = cent[:, :, None, :] - cent[:, None, :, :]
+        table = np.einsum("mijd,mijd->mij", diff, diff, dtype=np.float32)  # (m, ksub, ksub)
+        idx = _unpack_indices(a, self.m, self.nbits)  # (na, m)
+        lut = np.ascontiguousarray(table[np.arange(self.m)[None, :], idx])  # (na, m, ksub)
+        return adc_distances(lut, b, backend=backend)
+
+    # ---- faiss interop -----------------------------------------------------------------------
+    @classmethod
+    def from_faiss(cls, obj: Any) -> "ProductQuantizer":
+        """From a faiss ``ProductQuantizer``, ``IndexPQ`` or ``IndexPQFastScan`` (its centroids,
+        and the index's metric)."""
+        import faiss
+
+        pq = getattr(obj, "pq", obj)
+        if not hasattr(pq, "centroids") or not hasattr(pq, "M"):
+            raise TypeError(f"expected a faiss ProductQuantizer, IndexPQ or IndexPQFastScan, got {type(obj).__name__}")
+        metric = "l2"
+        if hasattr(obj, "metric_type"):
+            if obj.metric_type == faiss.METRIC_INNER_PRODUCT:
+                metric = "ip"
+            elif obj.metric_type != faiss.METRIC_L2:
+                raise ValueError("only METRIC_L2 and METRIC_INNER_PRODUCT indexes are supported")
+        self = cls(int(pq.d), int(pq.M), int(pq.nbits), metric=metric)
+        cent = faiss.vector_to_array(pq.centroids)
+        if cent.size:
+            self.centroids = cent.reshape(self.m, self.ksub, self.dsub)
+        return self
+
+    def to_faiss(self, *, fastscan: bool = False):
+        """A trained, empty faiss ``IndexPQ`` (``IndexPQFastScan`` with ``fastscan=True``) holding
+        these centroids; add codes with ``index.sa_decode``/``index.add`` as usual."""
+        import faiss
+
+        cent = self._trained_centroids()
+        metric = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
+        if fastscan:
+            if self.nbits != 4:
+                raise ValueError("IndexPQFastScan needs nbits=4")
+            index = faiss.IndexPQFastScan(self.dim, self.m, 4, metric)
+        else:
+            index = faiss.IndexPQ(self.dim, self.m, self.nbits, metric)
+        faiss.copy_array_to_vector(cent.ravel(), index.pq.centroids)
+        index.pq.sync_transposed_centroids() if hasattr(index.pq, "sync_transposed_centroids") else None
+        index.is_trained = True
+        return index
+
+
+def _unpack_indices(codes: np.ndarray, m: int, nbits: int) -> np.ndarray:
+    """(n, m) int64 sub-quantizer indices of packed codes."""
+    if nbits == 8:
+        return codes[:, :m].astype(np.int64)
+    lo = codes & 0x0F
+    hi = codes >> 4
+    return np.stack([lo, hi], axis=2).reshape(codes.shape[0], -1)[:, :m].astype(np.int64)
