@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "common/dispatch.hpp"
+#include "pq/pq.hpp"
 #include "common/heap.hpp"
 #include "common/parallel.hpp"
 
@@ -124,29 +125,20 @@ void hamming_topk(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb, i
 
 RangeResult hamming_range(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb, int64_t cs,
                           int32_t radius) {
-    auto tile = kernels().binary.hamming_tile;
+    auto scan = kernels().binary.hamming_range_scan;
     const Split s = plan(nq, nb, 64, 16384);
-    constexpr int64_t TQ = 8, TN = 512;
-    // hits[task][local query] -> (distance, id) in ascending id order
-    std::vector<std::vector<std::vector<std::pair<int32_t, int64_t>>>> hits(s.nqb * s.parts);
+    using Hits = std::vector<std::pair<int32_t, int64_t>>;
+    // hits[task][local query]: (distance, id), ascending id
+    std::vector<std::vector<Hits>> hits(s.nqb * s.parts);
+    auto emit = [](void* ctx, int64_t qi, int32_t d, int64_t id) {
+        (*static_cast<std::vector<Hits>*>(ctx))[qi].emplace_back(d, id);
+    };
     parallel_for(s.nqb * s.parts, [&](int64_t t) {
         const int64_t qb = t / s.parts, p = t % s.parts;
         const int64_t q0 = qb * s.qblock, qn = std::min(s.qblock, nq - q0);
         const int64_t d0 = p * s.part_len, dn = std::min(s.part_len, nb - d0);
-        auto& mine = hits[t];
-        mine.resize(qn);
-        std::vector<int32_t> buf(TQ * TN);
-        for (int64_t j0 = 0; j0 < dn; j0 += TN) {
-            const int64_t jn = std::min(TN, dn - j0);
-            for (int64_t i0 = 0; i0 < qn; i0 += TQ) {
-                const int64_t in = std::min(TQ, qn - i0);
-                tile(q + (q0 + i0) * cs, in, db + (d0 + j0) * cs, jn, cs, buf.data(), TN);
-                for (int64_t r = 0; r < in; ++r)
-                    for (int64_t j = 0; j < jn; ++j)
-                        if (buf[r * TN + j] <= radius)
-                            mine[i0 + r].emplace_back(buf[r * TN + j], d0 + j0 + j);
-            }
-        }
+        hits[t].resize(qn);
+        scan(q + q0 * cs, qn, db + d0 * cs, dn, cs, radius, d0, emit, &hits[t]);
     });
     RangeResult res;
     res.lims.assign(nq + 1, 0);
@@ -160,13 +152,15 @@ RangeResult hamming_range(const uint8_t* q, int64_t nq, const uint8_t* db, int64
     res.ids.resize(res.lims[nq]);
     parallel_for(nq, [&](int64_t i) {
         const int64_t qb = i / s.qblock;
-        std::vector<std::pair<int32_t, int64_t>> all;
+        Hits all;
         all.reserve(res.lims[i + 1] - res.lims[i]);
         for (int64_t p = 0; p < s.parts; ++p) {
             auto& h = hits[qb * s.parts + p][i - qb * s.qblock];
             all.insert(all.end(), h.begin(), h.end());
         }
-        std::sort(all.begin(), all.end());
+        // parts are in id order, so a stable sort by distance keeps ids ascending among ties
+        std::stable_sort(all.begin(), all.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
         for (size_t j = 0; j < all.size(); ++j) {
             res.distances[res.lims[i] + j] = all[j].first;
             res.ids[res.lims[i] + j] = all[j].second;
@@ -175,17 +169,31 @@ RangeResult hamming_range(const uint8_t* q, int64_t nq, const uint8_t* db, int64
     return res;
 }
 
+// Float query vs +-1 codes is 4-bit ADC: every nibble of a code is a 4-bit sub-quantizer index
+// (even sub-quantizer = low nibble, as PQ packs them) and its table holds, for each of the 16
+// nibble values, the +-q sum over the 4 dimensions that nibble covers. The PQ scan then adds
+// 2 * ceil(d/8) table entries per code, several queries per SIMD register.
 void asymmetric_scores(const float* q, int64_t nq, int64_t d, const uint8_t* codes, int64_t nb,
                        bool little, float* out) {
-    auto tile = kernels().binary.asymmetric_tile;
-    const int64_t nbytes = (d + 7) / 8;
-    const int64_t qb = 64, cb = 512;
-    const int64_t nqb = ceil_div(nq, qb), ncb = ceil_div(nb, cb);
-    parallel_for(nqb * ncb, [&](int64_t t) {
-        const int64_t i0 = (t / ncb) * qb, j0 = (t % ncb) * cb;
-        tile(q + i0 * d, std::min(qb, nq - i0), d, codes + j0 * nbytes, std::min(cb, nb - j0),
-             little, out + i0 * nb + j0, nb);
+    const int64_t nbytes = (d + 7) / 8, m = 2 * nbytes;
+    std::vector<float> lut(static_cast<size_t>(nq * m * 16));
+    parallel_for(nq, [&](int64_t i) {
+        const float* qi = q + i * d;
+        for (int64_t s = 0; s < m; ++s) {
+            const int64_t byte = s / 2, half = s % 2;
+            float* e = lut.data() + (i * m + s) * 16;
+            for (int v = 0; v < 16; ++v) {
+                float acc = 0.0f;
+                for (int t = 0; t < 4; ++t) {
+                    const int64_t pos = 4 * half + t;  // bit position in the byte, from the LSB
+                    const int64_t dim = 8 * byte + (little ? pos : 7 - pos);
+                    if (dim < d) acc += ((v >> t) & 1) ? qi[dim] : -qi[dim];
+                }
+                e[v] = acc;
+            }
+        }
     });
+    pq::adc_distances(lut.data(), nq, codes, nb, m, 4, out);
 }
 
 namespace {

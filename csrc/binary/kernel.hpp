@@ -3,7 +3,7 @@
 // Layout. A code is cs = ceil(d/8) bytes; bit j of a vector is in byte j/8, at position j%8 from
 // the least-significant bit ("little", faiss's converters) or from the most-significant bit
 // ("big", numpy's packbits default and sentence-transformers' "ubinary"). Hamming distances do not
-// depend on the bit order; pack_signs and asymmetric_tile do.
+// depend on the bit order; pack_signs does.
 //
 // Popcounts. Codes are read as unaligned little-endian 64-bit words (memcpy loads) plus a byte
 // tail. Common code sizes (8..256 bytes) get a fully unrolled word loop; the tier's compiler flags
@@ -176,48 +176,41 @@ inline void hamming_topk_scan(const uint8_t* q, int64_t nq, const uint8_t* db, i
     hamming_topk_scan_with(q, nq, db, nb, cs, k, id0, heap_d, heap_i, hamming_tile);
 }
 
-// ---- float query vs binary code -------------------------------------------------------------
+// ---- range search ---------------------------------------------------------------------------
 
-// Codes are expanded 16 at a time into a +-1 float panel (dims x 16), and each query row is
-// accumulated into 16 independent lanes, so the inner loop vectorises without reassociating
-// any sum: every output is the plain sequential sum over dimensions.
-inline void asymmetric_tile(const float* q, int64_t nq, int64_t d, const uint8_t* codes,
-                            int64_t nb, bool little, float* out, int64_t ldo) {
-    constexpr int64_t J = 16;
-    constexpr int64_t KC = 256;
-    const int64_t nbytes = (d + 7) / 8;
-    alignas(64) float panel[KC * J];
-    for (int64_t j0 = 0; j0 < nb; j0 += J) {
-        const int64_t jn = std::min(J, nb - j0);
-        for (int64_t i = 0; i < nq; ++i)
-            for (int64_t jj = 0; jj < jn; ++jj) out[i * ldo + j0 + jj] = 0.0f;
-        for (int64_t k0 = 0; k0 < d; k0 += KC) {
-            const int64_t kn = std::min(KC, d - k0);
-            for (int64_t kk = 0; kk < kn; ++kk) {
-                const int64_t dim = k0 + kk;
-                const int shift = little ? static_cast<int>(dim & 7) : 7 - static_cast<int>(dim & 7);
-                for (int64_t jj = 0; jj < J; ++jj) {
-                    float v = 0.0f;
-                    if (jj < jn) {
-                        const uint8_t byte = codes[(j0 + jj) * nbytes + (dim >> 3)];
-                        v = ((byte >> shift) & 1) ? 1.0f : -1.0f;
+template <class Tile>
+void hamming_range_scan_with(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb,
+                             int64_t cs, int32_t radius, int64_t id0,
+                             void (*emit)(void*, int64_t, int32_t, int64_t), void* ctx, Tile tile) {
+    int32_t buf[kTopkQueries * kTopkTile];
+    const int64_t chunk = std::max<int64_t>(kTopkTile, (256 * 1024 / cs) / kTopkTile * kTopkTile);
+    for (int64_t qi0 = 0; qi0 < nq; qi0 += 64) {  // queries of one pass over a chunk
+        const int64_t qi1 = std::min(nq, qi0 + 64);
+        for (int64_t c0 = 0; c0 < nb; c0 += chunk) {
+            const int64_t c1 = std::min(nb, c0 + chunk);
+            for (int64_t qi = qi0; qi < qi1; qi += kTopkQueries) {
+                const int64_t qn = std::min(kTopkQueries, qi1 - qi);
+                for (int64_t t0 = c0; t0 < c1; t0 += kTopkTile) {
+                    const int64_t tn = std::min(kTopkTile, c1 - t0);
+                    tile(q + qi * cs, qn, db + t0 * cs, tn, cs, buf, kTopkTile);
+                    for (int64_t r = 0; r < qn; ++r) {
+                        const int32_t* row = buf + r * kTopkTile;
+                        int32_t lo = INT32_MAX;
+                        for (int64_t j = 0; j < tn; ++j) lo = std::min(lo, row[j]);
+                        if (lo > radius) continue;
+                        for (int64_t j = 0; j < tn; ++j)
+                            if (row[j] <= radius) emit(ctx, qi + r, row[j], id0 + t0 + j);
                     }
-                    panel[kk * J + jj] = v;
                 }
-            }
-            for (int64_t i = 0; i < nq; ++i) {
-                float acc[J];
-                for (int64_t jj = 0; jj < J; ++jj) acc[jj] = jj < jn ? out[i * ldo + j0 + jj] : 0.0f;
-                const float* qi = q + i * d + k0;
-                for (int64_t kk = 0; kk < kn; ++kk) {
-                    const float qv = qi[kk];
-                    const float* p = panel + kk * J;
-                    for (int64_t jj = 0; jj < J; ++jj) acc[jj] += qv * p[jj];
-                }
-                for (int64_t jj = 0; jj < jn; ++jj) out[i * ldo + j0 + jj] = acc[jj];
             }
         }
     }
+}
+
+inline void hamming_range_scan(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb,
+                               int64_t cs, int32_t radius, int64_t id0,
+                               void (*emit)(void*, int64_t, int32_t, int64_t), void* ctx) {
+    hamming_range_scan_with(q, nq, db, nb, cs, radius, id0, emit, ctx, hamming_tile);
 }
 
 // Fill a table with this tier's generic kernels; tier files then override what they hand-write.
@@ -226,7 +219,7 @@ inline void register_generic(BinaryKernels& t) {
     t.pack_signs_f64 = &pack_signs<double>;
     t.hamming_tile = &hamming_tile;
     t.hamming_topk_scan = &hamming_topk_scan;
-    t.asymmetric_tile = &asymmetric_tile;
+    t.hamming_range_scan = &hamming_range_scan;
 }
 
 }  // namespace embkern::cpu::EMBKERN_ISA_NS

@@ -114,6 +114,12 @@ inline void hamming_topk_scan_avx2(const uint8_t* q, int64_t nq, const uint8_t* 
     hamming_topk_scan_with(q, nq, db, nb, cs, k, id0, heap_d, heap_i, hamming_tile_avx2);
 }
 
+inline void hamming_range_scan_avx2(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb,
+                                    int64_t cs, int32_t radius, int64_t id0,
+                                    void (*emit)(void*, int64_t, int32_t, int64_t), void* ctx) {
+    hamming_range_scan_with(q, nq, db, nb, cs, radius, id0, emit, ctx, hamming_tile_avx2);
+}
+
 // Sign packing: 8 floats -> one compare mask -> one little-order byte.
 inline void pack_signs_f32_avx2(const float* x, int64_t n, int64_t d, float threshold, bool little,
                                 uint8_t* out) {
@@ -139,6 +145,7 @@ inline void pack_signs_f32_avx2(const float* x, int64_t n, int64_t d, float thre
 inline void register_avx2_kernels(BinaryKernels& t) {
     t.hamming_tile = &hamming_tile_avx2;
     t.hamming_topk_scan = &hamming_topk_scan_avx2;
+    t.hamming_range_scan = &hamming_range_scan_avx2;
     t.pack_signs_f32 = &pack_signs_f32_avx2;
 }
 

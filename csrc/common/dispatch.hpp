@@ -22,9 +22,11 @@ struct BinaryKernels {
     void (*hamming_topk_scan)(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb,
                               int64_t cs, int64_t k, int64_t id0, int32_t* heap_d,
                               int64_t* heap_i);
-    // Float query vs codes read as +-1 per bit: out[i, j] = sum_t q[i, t] * (bit_t(j) ? 1 : -1).
-    void (*asymmetric_tile)(const float* q, int64_t nq, int64_t d, const uint8_t* codes, int64_t nb,
-                            bool little, float* out, int64_t ldo);
+    // Streams nb codes past nq queries and calls emit(ctx, query, distance, id0 + j) for every
+    // distance <= radius, in ascending j per query.
+    void (*hamming_range_scan)(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb,
+                               int64_t cs, int32_t radius, int64_t id0,
+                               void (*emit)(void*, int64_t, int32_t, int64_t), void* ctx);
 };
 
 // Queries per ADC LUT group: tables are laid out [m][ksub][lane] with this many lanes.
