@@ -53,11 +53,48 @@ inline void hamming_tile_u64_avx2(const uint8_t* a, int64_t na, const uint8_t* b
     }
 }
 
+// Codes of W words (W a multiple of 4): of every 8 codes, 4 go through the vector nibble-LUT
+// popcount and 4 through scalar POPCNT. The two streams use different execution units (vector
+// pipes vs integer ALUs), so out-of-order execution overlaps them.
+template <int W>
+inline void hamming_tile_hybrid(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb,
+                                int32_t* out, int64_t ldo) {
+    constexpr int64_t cs = 8 * W, NV = W / 4;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t i = 0; i < na; ++i) {
+        const uint8_t* ai = a + i * cs;
+        int32_t* o = out + i * ldo;
+        __m256i qv[NV];
+        for (int64_t v = 0; v < NV; ++v) qv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ai + 32 * v));
+        int64_t j = 0;
+        for (; j + 8 <= nb; j += 8) {
+            const uint8_t* bj = b + j * cs;
+            __m256i c[4];
+            for (int r = 0; r < 4; ++r) {
+                c[r] = zero;
+                for (int64_t v = 0; v < NV; ++v)
+                    c[r] = _mm256_add_epi8(c[r], popcount_bytes(_mm256_xor_si256(
+                        qv[v], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bj + r * cs + 32 * v)))));
+            }
+            for (int r = 4; r < 8; ++r) o[j + r] = hamming_words<W>(ai, bj + r * cs);
+            const __m128i d = hsum4(_mm256_sad_epu8(c[0], zero), _mm256_sad_epu8(c[1], zero),
+                                    _mm256_sad_epu8(c[2], zero), _mm256_sad_epu8(c[3], zero));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(o + j), d);
+        }
+        for (; j < nb; ++j) o[j] = hamming_words<W>(ai, b + j * cs);
+    }
+}
+
 inline void hamming_tile_avx2(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb,
                               int64_t cs, int32_t* out, int64_t ldo) {
-    if (cs == 8) {
-        hamming_tile_u64_avx2(a, na, b, nb, out, ldo);
-        return;
+    switch (cs) {
+        case 8: hamming_tile_u64_avx2(a, na, b, nb, out, ldo); return;
+        case 32: hamming_tile_hybrid<4>(a, na, b, nb, out, ldo); return;
+        case 64: hamming_tile_hybrid<8>(a, na, b, nb, out, ldo); return;
+        case 96: hamming_tile_hybrid<12>(a, na, b, nb, out, ldo); return;
+        case 128: hamming_tile_hybrid<16>(a, na, b, nb, out, ldo); return;
+        case 256: hamming_tile_hybrid<32>(a, na, b, nb, out, ldo); return;
+        default: break;
     }
     const int64_t nv = cs / 32;
     if (nv == 0) {
