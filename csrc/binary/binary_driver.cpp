@@ -1,6 +1,10 @@
 #include "binary/binary.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <climits>
 #include <limits>
 #include <numeric>
@@ -82,17 +86,47 @@ void pack_signs_f64(const double* x, int64_t n, int64_t d, double threshold, boo
     pack_rows(x, n, d, out, [&](const double* xs, int64_t rn, uint8_t* o) { kern(xs, rn, d, threshold, little, o); });
 }
 
+// Copy n int32 to memory that will not be read soon. A large distance matrix is written once and
+// is far bigger than the caches: non-temporal stores skip the read-for-ownership of each line.
+void store_stream(int32_t* dst, const int32_t* src, int64_t n) {
+#if defined(__SSE2__)
+    int64_t j = 0;
+    for (; j < n && (reinterpret_cast<uintptr_t>(dst + j) & 15) != 0; ++j) dst[j] = src[j];
+    for (; j + 4 <= n; j += 4)
+        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + j),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)));
+    for (; j < n; ++j) dst[j] = src[j];
+#else
+    std::copy(src, src + n, dst);
+#endif
+}
+
 void hamming_distance(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t cs,
                       int32_t* out) {
     auto tile = kernels().binary.hamming_tile;
     const int64_t rb = 64;
     const int64_t cb = std::max<int64_t>(64, (64 * 1024) / cs);  // ~64 KiB of b per tile
     const int64_t nrb = ceil_div(na, rb), ncb = ceil_div(nb, cb);
+    // Small matrices stay in cache for the caller: write them directly.
+    const bool stream = na * nb >= (int64_t(1) << 24);
     parallel_for(nrb * ncb, [&](int64_t t) {
         const int64_t i0 = (t / ncb) * rb, j0 = (t % ncb) * cb;
-        tile(a + i0 * cs, std::min(rb, na - i0), b + j0 * cs, std::min(cb, nb - j0), cs,
-             out + i0 * nb + j0, nb);
+        const int64_t in = std::min(rb, na - i0), jn = std::min(cb, nb - j0);
+        if (!stream) {
+            tile(a + i0 * cs, in, b + j0 * cs, jn, cs, out + i0 * nb + j0, nb);
+            return;
+        }
+        constexpr int64_t R = 4;  // rows per pass through an L1-resident buffer
+        std::vector<int32_t> buf(static_cast<size_t>(R * jn));
+        for (int64_t r0 = 0; r0 < in; r0 += R) {
+            const int64_t rn = std::min(R, in - r0);
+            tile(a + (i0 + r0) * cs, rn, b + j0 * cs, jn, cs, buf.data(), jn);
+            for (int64_t r = 0; r < rn; ++r) store_stream(out + (i0 + r0 + r) * nb + j0, buf.data() + r * jn, jn);
+        }
     });
+#if defined(__SSE2__)
+    if (stream) _mm_sfence();
+#endif
 }
 
 void hamming_topk(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb, int64_t cs,
