@@ -351,7 +351,16 @@ def run(cases: Sequence[Case], profile: str, threads: Sequence[int], backends: S
                     progress.note(f"      peer {peer.name} not installed ({why}); left out")
             t0 = time.perf_counter()
             rng = np.random.default_rng(seed)
-            data = case.setup(rng, **params)
+            try:
+                data = case.setup(rng, **params)
+            except Exception as exc:  # a case that cannot be set up is reported, not fatal
+                for n in threads:
+                    row = Row(family=case.family, case=case.name, title=case.title,
+                              params=case.describe(profile), threads=n, impl="embkern[setup]",
+                              kind="embkern", status="error", message=_short(exc))
+                    rows.append(row)
+                    progress.step(f"{case.key} t={n}: setup failed ({_short(exc)})")
+                continue
             setup_s = time.perf_counter() - t0
             for n in threads:
                 group = run_case(case, data, params, profile, n, backends, repeat, peers)
