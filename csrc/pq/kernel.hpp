@@ -183,23 +183,37 @@ inline int code_at(const uint8_t* row, int64_t s) {
 }
 
 // acc[lane] = sum_s lut[s][code_s][lane] for one code row (kLanes == 8 == one v8f).
-template <int NBITS>
-inline v8f adc_one(const float* lut, const uint8_t* row, int64_t m) {
+// acc[r][lane] = sum_s lut[s][code_s(row r)][lane] for R consecutive code rows. The R sums are
+// independent dependency chains (one per code), so the adds of several codes overlap; each chain
+// still adds its m entries in order.
+template <int NBITS, int R>
+inline void adc_rows(const float* lut, const uint8_t* rows, int64_t cs, int64_t m, v8f* acc) {
     constexpr int64_t ksub = int64_t(1) << NBITS;
     static_assert(kLanes == 8, "one v8f per table entry");
-    v8f acc{};
-    for (int64_t s = 0; s < m; ++s) acc += load8(lut + (s * ksub + code_at<NBITS>(row, s)) * kLanes);
-    return acc;
+    for (int r = 0; r < R; ++r) acc[r] = v8f{};
+    for (int64_t s = 0; s < m; ++s) {
+        const float* e = lut + s * ksub * kLanes;
+        for (int r = 0; r < R; ++r) acc[r] += load8(e + code_at<NBITS>(rows + r * cs, s) * kLanes);
+    }
 }
+
+constexpr int kAdcRows = 4;
 
 // Distances of n codes for the nl (<= kLanes) queries of a lane-major LUT; out row stride ldo.
 template <int NBITS>
 inline void adc_tile_n(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
                        float* out, int64_t ldo) {
     const int64_t cs = (m * NBITS + 7) / 8;
-    for (int64_t j = 0; j < n; ++j) {
-        const v8f acc = adc_one<NBITS>(lut, codes + j * cs, m);
-        for (int64_t l = 0; l < nl; ++l) out[l * ldo + j] = acc[l];
+    v8f acc[kAdcRows];
+    int64_t j = 0;
+    for (; j + kAdcRows <= n; j += kAdcRows) {
+        adc_rows<NBITS, kAdcRows>(lut, codes + j * cs, cs, m, acc);
+        for (int r = 0; r < kAdcRows; ++r)
+            for (int64_t l = 0; l < nl; ++l) out[l * ldo + j + r] = acc[r][l];
+    }
+    for (; j < n; ++j) {
+        adc_rows<NBITS, 1>(lut, codes + j * cs, cs, m, acc);
+        for (int64_t l = 0; l < nl; ++l) out[l * ldo + j] = acc[0][l];
     }
 }
 
@@ -211,6 +225,20 @@ inline void adc_tile(const float* lut, int64_t nl, const uint8_t* codes, int64_t
         adc_tile_n<4>(lut, nl, codes, n, m, out, ldo);
 }
 
+// Offer one code's 8 lane distances to the lanes' heaps; thr mirrors each heap's root.
+inline void adc_offer(const v8f& acc, v8f& thr, int64_t nl, int64_t k, int64_t id, float* heap_d,
+                      int64_t* heap_i) {
+    const v8i below = acc < thr;
+    uint64_t words[4];  // any lane below its threshold? (one vector test, not 8 extracts)
+    std::memcpy(words, &below, sizeof words);
+    if ((words[0] | words[1] | words[2] | words[3]) == 0) return;
+    for (int64_t l = 0; l < nl; ++l)
+        if (acc[l] < thr[l]) {
+            heap_replace_top(heap_d + l * k, heap_i + l * k, k, acc[l], id);
+            thr[l] = heap_d[l * k];
+        }
+}
+
 // Streams n codes past nl queries, keeping each query's k smallest in its (distance, id) max-heap
 // (heap rows of stride k). A code enters the heap loop only if some lane beats its threshold.
 template <int NBITS>
@@ -219,18 +247,15 @@ inline void adc_topk_scan_n(const float* lut, int64_t nl, const uint8_t* codes, 
     const int64_t cs = (m * NBITS + 7) / 8;
     v8f thr;
     for (int64_t l = 0; l < kLanes; ++l) thr[l] = l < nl ? heap_d[l * k] : -HUGE_VALF;
-    for (int64_t j = 0; j < n; ++j) {
-        const v8f acc = adc_one<NBITS>(lut, codes + j * cs, m);
-        const v8i below = acc < thr;
-        bool any = false;
-        for (int l = 0; l < 8; ++l) any |= below[l] != 0;
-        if (!any) continue;
-        for (int64_t l = 0; l < nl; ++l) {
-            if (acc[l] < thr[l]) {
-                heap_replace_top(heap_d + l * k, heap_i + l * k, k, acc[l], id0 + j);
-                thr[l] = heap_d[l * k];
-            }
-        }
+    v8f acc[kAdcRows];
+    int64_t j = 0;
+    for (; j + kAdcRows <= n; j += kAdcRows) {
+        adc_rows<NBITS, kAdcRows>(lut, codes + j * cs, cs, m, acc);
+        for (int r = 0; r < kAdcRows; ++r) adc_offer(acc[r], thr, nl, k, id0 + j + r, heap_d, heap_i);
+    }
+    for (; j < n; ++j) {
+        adc_rows<NBITS, 1>(lut, codes + j * cs, cs, m, acc);
+        adc_offer(acc[0], thr, nl, k, id0 + j, heap_d, heap_i);
     }
 }
 
