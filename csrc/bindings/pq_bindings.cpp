@@ -22,6 +22,16 @@ void check_codes(const carray<uint8_t>& codes, int64_t m, int nbits) {
             "codes must have ceil(m * nbits / 8) = " + std::to_string(code_size(m, nbits)) + " bytes per row");
 }
 
+// packed fast-scan codes: 1-D, exactly fastscan_bytes(n, m) bytes
+void check_packed(const carray<uint8_t>& packed, int64_t n, int64_t m) {
+    require_ndim(packed, 1, "packed");
+    const int64_t want = pq::fastscan_bytes(n, m);
+    require(packed.shape(0) == want,
+            "packed must hold ceil(n / 32) * 32 * ceil(m / 2) = " + std::to_string(want) +
+                " bytes for n=" + std::to_string(n) + ", m=" + std::to_string(m) + ", got " +
+                std::to_string(packed.shape(0)));
+}
+
 // lut (nq, m, ksub) -> nbits
 int lut_nbits(const carray<float>& lut) {
     require_ndim(lut, 3, "lut");
@@ -94,6 +104,49 @@ void register_pq(py::module_& m) {
             py::gil_scoped_release nogil;
             pq::adc_topk(lut.data(), lut.shape(0), codes.data(), codes.shape(0), M, nbits, k, largest,
                          d.mutable_data(), i.mutable_data());
+        }
+        return py::make_tuple(d, i);
+    });
+    m.def("pack_fastscan", [](const carray<uint8_t>& codes, int64_t m) {
+        require(m >= 1, "m must be >= 1");
+        check_codes(codes, m, 4);
+        const int64_t n = codes.shape(0);
+        py::array_t<uint8_t> out(static_cast<py::ssize_t>(pq::fastscan_bytes(n, m)));
+        {
+            py::gil_scoped_release nogil;
+            pq::pack_fastscan(codes.data(), n, m, out.mutable_data());
+        }
+        return out;
+    });
+    m.def("unpack_fastscan", [](const carray<uint8_t>& packed, int64_t n, int64_t m) {
+        require(m >= 1, "m must be >= 1");
+        require(n >= 0, "n must be >= 0");
+        check_packed(packed, n, m);
+        py::array_t<uint8_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(code_size(m, 4))});
+        {
+            py::gil_scoped_release nogil;
+            pq::unpack_fastscan(packed.data(), n, m, out.mutable_data());
+        }
+        return out;
+    });
+    m.def("fastscan_topk", [](const carray<float>& lut, const carray<uint8_t>& packed, int64_t n,
+                              int64_t m, int64_t k, bool largest) {
+        require_ndim(lut, 3, "lut");
+        require(m >= 1 && m <= pq::kFastScanMaxM,
+                "fast-scan search takes 1 <= m <= " + std::to_string(pq::kFastScanMaxM) +
+                    " sub-quantizers (16-bit accumulators), got " + std::to_string(m));
+        require(lut.shape(1) == m && lut.shape(2) == 16,
+                "lut must have shape (nq, m, 16) = (nq, " + std::to_string(m) + ", 16)");
+        require(n >= 1, "n must be >= 1");
+        check_packed(packed, n, m);
+        require(k >= 1 && k <= n, "k must be in [1, " + std::to_string(n) + "]");
+        const int64_t nq = lut.shape(0);
+        py::array_t<float> d({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
+        py::array_t<int64_t> i({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(k)});
+        {
+            py::gil_scoped_release nogil;
+            pq::fastscan_topk(lut.data(), nq, packed.data(), n, m, k, largest, d.mutable_data(),
+                              i.mutable_data());
         }
         return py::make_tuple(d, i);
     });

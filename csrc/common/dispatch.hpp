@@ -46,6 +46,14 @@ struct PqKernels {
     // Streams n codes, updating nl k-slot (distance, id) max-heaps (row stride k); ids id0 + j.
     void (*adc_topk_scan)(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
                           int nbits, int64_t k, int64_t id0, float* heap_d, int64_t* heap_i);
+    // 4-bit fast scan (specs/binary_pq.md §2). packed: nblocks blocks of 32 codes in faiss's
+    // layout (m2 / 2 sub-quantizer pairs x 32 bytes per block, m2 even); lut: nl quantized tables
+    // [m2][16] uint8, one after the other. Streams the blocks past the nl queries, keeping each
+    // query's k smallest exact uint16 sums S = sum_s lut[s][code_s] in its (S, id) max-heap
+    // (heap_s/heap_i, row stride k); codes id0 + j for j < nvalid only (the rest is padding).
+    void (*fastscan_topk_scan)(const uint8_t* lut, int64_t nl, const uint8_t* packed,
+                               int64_t nblocks, int64_t m2, int64_t nvalid,
+                               int64_t k, int64_t id0, uint16_t* heap_s, int64_t* heap_i);
 };
 
 struct KernelTable {

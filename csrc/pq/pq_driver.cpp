@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <stdexcept>
+#include <utility>
 
 #include "common/dispatch.hpp"
 #include "common/parallel.hpp"
@@ -153,6 +155,152 @@ void adc_topk(const float* lut, int64_t nq, const uint8_t* codes, int64_t n, int
             const float v = keys[order[j]];
             out_d[i * k + j] = largest ? -v : v;
             out_i[i * k + j] = ids[order[j]];
+        }
+    });
+}
+
+// ---- 4-bit fast scan --------------------------------------------------------------------------
+
+namespace {
+
+// Vector (inside a 32-group) whose code sits in the low nibble of byte j of a sub-quantizer's 16.
+constexpr int kPerm0[16] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15};
+// Vectors in a packed block, and queries per fast-scan task (their tables stay in L1/L2).
+constexpr int64_t kFsBlock = 32;
+constexpr int64_t kFsQueryGroup = 32;
+
+// faiss's round_uint8_per_column for one query's table t (m x 16): min_s and span_s per row,
+// a = 255 / max span, b = sum of the mins in order, Tq = floor((t - min_s) * a + 0.5) (float32,
+// no FMA: the driver is built with -ffp-contract=off). a = 0 (constant table, or a scale that
+// overflows) makes every Tq 0. "largest" stores 255 - Tq, so the kernels always keep the smallest
+// sums: key = S (l2) or 255 * m - S (largest). Rows m..m2-1 stay 0.
+struct FsQueryScale {
+    float b, one_a;
+};
+
+FsQueryScale quantize_fastscan_lut(const float* t, int64_t m, int64_t m2, bool largest,
+                                   uint8_t* out) {
+    float mins[kFastScanMaxM];
+    float max_span = 0.0f;
+    for (int64_t s = 0; s < m; ++s) {
+        float lo = t[s * 16], hi = t[s * 16];
+        for (int j = 1; j < 16; ++j) {
+            lo = t[s * 16 + j] < lo ? t[s * 16 + j] : lo;
+            hi = t[s * 16 + j] > hi ? t[s * 16 + j] : hi;
+        }
+        mins[s] = lo;
+        const float span = hi - lo;
+        if (span > max_span) max_span = span;
+    }
+    float a = max_span > 0.0f ? 255.0f / max_span : 0.0f;
+    if (!std::isfinite(a)) a = 0.0f;
+    FsQueryScale sc{0.0f, a > 0.0f ? 1.0f / a : 0.0f};
+    for (int64_t s = 0; s < m; ++s) sc.b += mins[s];
+    for (int64_t s = 0; s < m; ++s)
+        for (int j = 0; j < 16; ++j) {
+            const float scaled = (t[s * 16 + j] - mins[s]) * a;
+            const float r = std::floor(scaled + 0.5f);
+            const int v = r >= 0.0f ? (r <= 255.0f ? static_cast<int>(r) : 255) : 0;  // NaN -> 0
+            out[s * 16 + j] = static_cast<uint8_t>(largest ? 255 - v : v);
+        }
+    std::fill(out + m * 16, out + m2 * 16, uint8_t(0));
+    return sc;
+}
+
+}  // namespace
+
+int64_t fastscan_bytes(int64_t n, int64_t m) { return ceil_div(n, kFsBlock) * kFsBlock * ((m + 1) / 2); }
+
+// Byte p of a flat code holds sub-quantizers 2p (low nibble) and 2p + 1 (high nibble), so each
+// byte feeds byte j of the pair's first 16 (low nibbles) and of its second 16 (high nibbles).
+void pack_fastscan(const uint8_t* codes, int64_t n, int64_t m, uint8_t* packed) {
+    const int64_t cs = (m + 1) / 2, nblocks = ceil_div(n, kFsBlock), bb = kFsBlock * cs;
+    const uint8_t last_mask = (m & 1) ? 0x0F : 0xFF;  // odd m: the last high nibble is unused
+    const int64_t per_task = 256;
+    parallel_for(ceil_div(nblocks, per_task), [&](int64_t t) {
+        for (int64_t b = t * per_task; b < std::min(nblocks, (t + 1) * per_task); ++b) {
+            uint8_t* out = packed + b * bb;
+            for (int j = 0; j < 16; ++j) {
+                const int64_t v0 = b * kFsBlock + kPerm0[j], v1 = v0 + 16;
+                for (int64_t p = 0; p < cs; ++p) {
+                    const uint8_t mask = p == cs - 1 ? last_mask : 0xFF;
+                    const uint8_t x = v0 < n ? codes[v0 * cs + p] & mask : 0;
+                    const uint8_t y = v1 < n ? codes[v1 * cs + p] & mask : 0;
+                    out[p * 32 + j] = static_cast<uint8_t>((x & 0x0F) | (y << 4));
+                    out[p * 32 + 16 + j] = static_cast<uint8_t>((x >> 4) | (y & 0xF0));
+                }
+            }
+        }
+    });
+}
+
+void unpack_fastscan(const uint8_t* packed, int64_t n, int64_t m, uint8_t* codes) {
+    const int64_t cs = (m + 1) / 2, bb = kFsBlock * cs;
+    const uint8_t last_mask = (m & 1) ? 0x0F : 0xFF;
+    const int64_t rows = 8192;
+    parallel_for(ceil_div(n, rows), [&](int64_t t) {
+        for (int64_t i = t * rows; i < std::min(n, (t + 1) * rows); ++i) {
+            const int64_t v = i % kFsBlock, v16 = v % 16;
+            const int64_t j = v16 < 8 ? 2 * v16 : 2 * (v16 - 8) + 1;  // kPerm0[j] == v16
+            const int shift = v >= 16 ? 4 : 0;
+            const uint8_t* blk = packed + (i / kFsBlock) * bb;
+            uint8_t* row = codes + i * cs;
+            for (int64_t p = 0; p < cs; ++p) {
+                const int lo = (blk[p * 32 + j] >> shift) & 0x0F, hi = (blk[p * 32 + 16 + j] >> shift) & 0x0F;
+                row[p] = static_cast<uint8_t>(lo | (hi << 4));
+            }
+            row[cs - 1] &= last_mask;
+        }
+    });
+}
+
+void fastscan_topk(const float* lut, int64_t nq, const uint8_t* packed, int64_t n, int64_t m,
+                   int64_t k, bool largest, float* out_d, int64_t* out_i) {
+    if (m < 1 || m > kFastScanMaxM)
+        throw std::invalid_argument("fast-scan search takes 1 <= m <= 256 sub-quantizers");
+    if (nq == 0) return;
+    const int64_t m2 = m + (m & 1), nblocks = ceil_div(n, kFsBlock), bb = m2 * 16;
+    std::vector<uint8_t> qlut(static_cast<size_t>(nq * m2 * 16));
+    std::vector<FsQueryScale> scale(static_cast<size_t>(nq));
+    parallel_for(ceil_div(nq, 64), [&](int64_t t) {
+        for (int64_t q = t * 64; q < std::min(nq, (t + 1) * 64); ++q)
+            scale[q] = quantize_fastscan_lut(lut + q * m * 16, m, m2, largest, qlut.data() + q * m2 * 16);
+    });
+    auto scan = kernels().pq.fastscan_topk_scan;
+    const int64_t threads = get_num_threads();
+    // Query groups share every code load; with fewer groups than threads the blocks are split
+    // too. Results do not depend on the split: the merge below orders by (key, id).
+    const int64_t group = std::max<int64_t>(1, std::min(kFsQueryGroup, ceil_div(nq, threads)));
+    const int64_t ngroups = ceil_div(nq, group);
+    int64_t parts = ngroups >= threads ? 1 : ceil_div(2 * threads, ngroups);
+    parts = std::max<int64_t>(1, std::min(parts, ceil_div(nblocks, 64)));
+    const int64_t part_blocks = ceil_div(nblocks, parts);
+    parts = ceil_div(nblocks, part_blocks);
+    std::vector<uint16_t> hs(static_cast<size_t>(parts * nq * k), uint16_t(0xFFFF));
+    std::vector<int64_t> hi(static_cast<size_t>(parts * nq * k), std::numeric_limits<int64_t>::max());
+    parallel_for(ngroups * parts, [&](int64_t t) {
+        const int64_t g = t / parts, p = t % parts;
+        const int64_t q0 = g * group, nl = std::min(group, nq - q0);
+        const int64_t b0 = p * part_blocks, bn = std::min(part_blocks, nblocks - b0);
+        const int64_t j0 = b0 * kFsBlock, nvalid = std::min(n - j0, bn * kFsBlock);
+        const size_t off = static_cast<size_t>((p * nq + q0) * k);
+        scan(qlut.data() + q0 * m2 * 16, nl, packed + b0 * bb, bn, m2, nvalid, k, j0,
+             hs.data() + off, hi.data() + off);
+    });
+    parallel_for(nq, [&](int64_t q) {
+        std::vector<std::pair<uint16_t, int64_t>> cand(static_cast<size_t>(parts * k));
+        for (int64_t p = 0; p < parts; ++p)
+            for (int64_t j = 0; j < k; ++j) {
+                const size_t at = static_cast<size_t>((p * nq + q) * k + j);
+                cand[static_cast<size_t>(p * k + j)] = {hs[at], hi[at]};
+            }
+        std::partial_sort(cand.begin(), cand.begin() + k, cand.end());
+        for (int64_t j = 0; j < k; ++j) {
+            const FsQueryScale& sc = scale[static_cast<size_t>(q)];
+            const int64_t key = cand[static_cast<size_t>(j)].first;
+            const int64_t sum = largest ? 255 * m - key : key;
+            out_d[q * k + j] = std::fma(static_cast<float>(sum), sc.one_a, sc.b);
+            out_i[q * k + j] = cand[static_cast<size_t>(j)].second;
         }
     });
 }

@@ -242,11 +242,13 @@ class ProductQuantizer:
         r = min(rerank, packed.n)
         _, cand = fastscan(lut, packed.packed, packed.n, self.m, r, largest)
         codes = _d.kernel("pq", "unpack_fastscan", backend)(packed.packed, packed.n, self.m)
-        exact = np.take_along_axis(adc_distances(lut, codes, backend=backend), cand, axis=1)
+        # exact ADC of each query's r candidates only (never the full nq x n matrix)
+        exact = np.empty(cand.shape, np.float32)
+        for i in range(cand.shape[0]):
+            exact[i] = adc_distances(lut[i:i + 1], codes[cand[i]], backend=backend)[0]
         key = -exact if largest else exact
         order = np.lexsort((cand, key), axis=1)[:, :k]
-        return (np.take_along_axis(exact, order, 1).astype(np.float32),
-                np.take_along_axis(cand, order, 1))
+        return np.take_along_axis(exact, order, 1), np.take_along_axis(cand, order, 1)
 
     def sdc_distances(self, codes_a: Any, codes_b: Any, *, backend: Optional[str] = None) -> np.ndarray:
         """Symmetric distances between two sets of codes (both sides quantized; l2 only):
