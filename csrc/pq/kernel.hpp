@@ -33,25 +33,35 @@ constexpr int64_t kLanes = kPqLutLanes;
 
 // ---- distances to centroids -----------------------------------------------------------------
 
+// Lookup tables round like faiss's (so fast-scan's quantized tables, and hence its distances,
+// agree with IndexPQFastScan): for dsub 2, 4 and 8 faiss sums the products as a chain of fused
+// multiply-adds (dsub 2 with 4-bit codes excepted); otherwise as separate multiply and add.
+// std::fma rounds once on every tier (an FMA instruction where the tier has one, libm otherwise).
+inline bool fused_tables(int64_t dsub, int64_t ksub) {
+    return dsub == 4 || dsub == 8 || (dsub == 2 && ksub == 256);
+}
+
 // Squared L2 distances of one sub-vector to ksub centroids (transposed: ct[t * ksub + j]).
 inline void l2_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    const bool fused = fused_tables(dsub, ksub);
     for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
     for (int64_t t = 0; t < dsub; ++t) {
         const float xt = x[t];
         const float* c = ct + t * ksub;
         for (int64_t j = 0; j < ksub; ++j) {
             const float diff = xt - c[j];
-            out[j] += diff * diff;
+            out[j] = fused ? std::fma(diff, diff, out[j]) : out[j] + diff * diff;
         }
     }
 }
 
 inline void ip_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    const bool fused = fused_tables(dsub, ksub);
     for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
     for (int64_t t = 0; t < dsub; ++t) {
         const float xt = x[t];
         const float* c = ct + t * ksub;
-        for (int64_t j = 0; j < ksub; ++j) out[j] += xt * c[j];
+        for (int64_t j = 0; j < ksub; ++j) out[j] = fused ? std::fma(xt, c[j], out[j]) : out[j] + xt * c[j];
     }
 }
 

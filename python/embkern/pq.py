@@ -300,7 +300,6 @@ class ProductQuantizer:
         else:
             index = faiss.IndexPQ(self.dim, self.m, self.nbits, metric)
         faiss.copy_array_to_vector(cent.ravel(), index.pq.centroids)
-        index.pq.sync_transposed_centroids() if hasattr(index.pq, "sync_transposed_centroids") else None
         index.is_trained = True
         return index
 
