@@ -218,3 +218,27 @@ def test_bad_input(rng):
         pq.pack_fastscan(np.zeros((3, 4), np.uint8))
     with pytest.raises(ValueError, match="rerank"):
         pq.search(np.zeros((1, 16), np.float32), np.zeros((3, 4), np.uint8), 1, rerank=5)
+
+
+@pytest.mark.parametrize("dsub,nbits", [(2, 8), (4, 4), (8, 8), (12, 4), (12, 8)])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_tables_and_tied_codes_bit_identical_to_faiss(backend, rng, dsub, nbits, metric):
+    # faiss rounds tables of 2/4/8/12-dim sub-vectors in specific fused orders and breaks exact
+    # ties between centroids by its SIMD lane rule; embkern reproduces both bit for bit.
+    faiss = pytest.importorskip("faiss")
+    m = 6
+    pq = trained(rng, m * dsub, m, nbits, metric=metric)
+    cent = pq.centroids.copy()
+    cent[:, 9::8] = cent[:, 2:3]  # duplicated centroids: exact ties
+    pq.centroids = cent
+    fpq = faiss.ProductQuantizer(pq.dim, m, nbits)
+    faiss.copy_array_to_vector(cent.ravel(), fpq.centroids)
+    q = rng.standard_normal((11, pq.dim)).astype(np.float32)
+    want = np.empty((11, m, 1 << nbits), np.float32)
+    tables = fpq.compute_inner_prod_tables if metric == "ip" else fpq.compute_distance_tables
+    tables(11, faiss.swig_ptr(q), faiss.swig_ptr(want))
+    np.testing.assert_array_equal(pq.lookup_table(q, backend=backend), want)
+    if dsub != 12:
+        x = np.repeat(cent[:, 2, :].reshape(1, -1), 3, 0) + rng.standard_normal((3, pq.dim)).astype(np.float32) * 1e-3
+        x = np.concatenate([x, rng.standard_normal((500, pq.dim)).astype(np.float32)])
+        np.testing.assert_array_equal(pq.encode(x, backend=backend), fpq.compute_codes(x))

@@ -19,6 +19,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 #include "common/dispatch.hpp"
 #include "common/heap.hpp"
@@ -41,8 +44,30 @@ inline bool fused_tables(int64_t dsub, int64_t ksub) {
     return dsub == 4 || dsub == 8 || (dsub == 2 && ksub == 256);
 }
 
+// faiss's 12-dimension form: four lanes a_i = fma(p_{8+i}, fma(p_i, ., p_{4+i})), folded as
+// (a0 + a2) + (a1 + a3), where p_t is (x_t - c_t) squared for L2 or x_t * c_t for IP.
+template <bool IP>
+inline float dot12(const float* x, const float* ct, int64_t ksub, int64_t j) {
+    float u[12], v[12];
+    for (int t = 0; t < 12; ++t) {
+        const float c = ct[t * ksub + j];
+        u[t] = IP ? x[t] : x[t] - c;
+        v[t] = IP ? c : x[t] - c;
+    }
+    float a[4];
+    for (int i = 0; i < 4; ++i) {
+        a[i] = std::fma(u[i], v[i], u[4 + i] * v[4 + i]);
+        a[i] = std::fma(u[8 + i], v[8 + i], a[i]);
+    }
+    return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
 // Squared L2 distances of one sub-vector to ksub centroids (transposed: ct[t * ksub + j]).
 inline void l2_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    if (dsub == 12) {
+        for (int64_t j = 0; j < ksub; ++j) out[j] = dot12<false>(x, ct, ksub, j);
+        return;
+    }
     const bool fused = fused_tables(dsub, ksub);
     for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
     for (int64_t t = 0; t < dsub; ++t) {
@@ -56,6 +81,10 @@ inline void l2_to_centroids(const float* x, const float* ct, int64_t dsub, int64
 }
 
 inline void ip_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+    if (dsub == 12) {
+        for (int64_t j = 0; j < ksub; ++j) out[j] = dot12<true>(x, ct, ksub, j);
+        return;
+    }
     const bool fused = fused_tables(dsub, ksub);
     for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
     for (int64_t t = 0; t < dsub; ++t) {
@@ -92,10 +121,39 @@ inline v8f load8(const float* p) {
     return v;
 }
 
+// a * b + c rounded once, per lane: the FMA instruction where the tier has one; elsewhere an exact
+// emulation (the product is exact in double; a double rounding of the sum is caught with the
+// error of the double addition and nudged toward the true value before rounding to float).
+inline float fma_exact(float a, float b, float c) {
+    const double p = static_cast<double>(a) * b, s = p + c;
+    const double bb = s - p, err = (p - (s - bb)) + (c - bb);
+    const float f = static_cast<float>(s);
+    if (err != 0.0 && static_cast<double>(f) != s) {
+        // s is inexact and not a float: only a tie between two floats can round wrongly
+        const double lo = static_cast<double>(std::nextafter(f, -HUGE_VALF));
+        const double hi = static_cast<double>(std::nextafter(f, HUGE_VALF));
+        const double other = static_cast<double>(f) < s ? hi : lo;
+        if (s - static_cast<double>(f) == other - s || static_cast<double>(f) - s == s - other)
+            return static_cast<float>(std::nextafter(s, err > 0 ? HUGE_VAL : -HUGE_VAL));
+    }
+    return f;
+}
+
+inline v8f fma8(v8f a, v8f b, v8f c) {
+#if defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, c);
+#else
+    v8f r;
+    for (int l = 0; l < 8; ++l) r[l] = fma_exact(a[l], b[l], c[l]);
+    return r;
+#endif
+}
+
 // Squared L2 distances of P sub-vectors (of one sub-space) to its ksub centroids: out[p][j].
+// Fused: dimensions summed as a chain of FMAs, as faiss encodes sub-vectors of 2, 4 or 8 dims.
 // Centroids go 8*G at a time; the P*G partial sums are independent chains, which hides the add
 // latency (each chain must sum dimensions in order, so the order cannot be split instead).
-template <int P, int64_t G>
+template <int P, int64_t G, bool Fused>
 inline void l2_block(const float* const* xs, const float* ct, int64_t dsub, int64_t ksub, float* out) {
     for (int64_t j0 = 0; j0 < ksub; j0 += 8 * G) {
         v8f acc[P][G];
@@ -109,7 +167,10 @@ inline void l2_block(const float* const* xs, const float* ct, int64_t dsub, int6
                 const v8f xv = v8f{} + xs[p][t];
                 for (int64_t g = 0; g < G; ++g) {
                     const v8f diff = xv - cv[g];
-                    acc[p][g] += diff * diff;
+                    if constexpr (Fused)
+                        acc[p][g] = fma8(diff, diff, acc[p][g]);
+                    else
+                        acc[p][g] += diff * diff;
                 }
             }
         }
@@ -146,6 +207,53 @@ inline int32_t argmin_first(const float* d, int64_t n) {
     return win;
 }
 
+// faiss's nearest-centroid rule for 2-, 4- and 8-dimensional sub-vectors (its SIMD argmin): lane
+// l = j % 8 keeps its last minimum (<=), then the lowest lane with a strictly smaller value wins.
+// It differs from the first minimum only on exact ties. n is a multiple of 8.
+inline int32_t argmin_faiss_lanes(const float* d, int64_t n) {
+    float bv[8];
+    int32_t bi[8];
+    if (n % 32 == 0) {
+        const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+        v8f best[4];
+        v8i besti[4];
+        for (int g = 0; g < 4; ++g) {
+            best[g] = v8f{} + HUGE_VALF;
+            besti[g] = lane + 8 * g;
+        }
+        for (int64_t j0 = 0; j0 < n; j0 += 32)
+            for (int g = 0; g < 4; ++g) {
+                const v8f v = load8(d + j0 + 8 * g);
+                const v8i le = v <= best[g];
+                best[g] = le ? v : best[g];
+                besti[g] = le ? lane + static_cast<int32_t>(j0 + 8 * g) : besti[g];
+            }
+        for (int l = 0; l < 8; ++l) {
+            bv[l] = best[0][l];
+            bi[l] = besti[0][l];
+            for (int g = 1; g < 4; ++g)
+                if (best[g][l] < bv[l] || (best[g][l] == bv[l] && besti[g][l] > bi[l])) {
+                    bv[l] = best[g][l];
+                    bi[l] = besti[g][l];
+                }
+        }
+    } else {
+        for (int l = 0; l < 8; ++l) {
+            bv[l] = HUGE_VALF;
+            bi[l] = l;
+        }
+        for (int64_t j = 0; j < n; ++j)
+            if (d[j] <= bv[j % 8]) {
+                bv[j % 8] = d[j];
+                bi[j % 8] = static_cast<int32_t>(j);
+            }
+    }
+    int w = 0;
+    for (int l = 1; l < 8; ++l)
+        if (bv[l] < bv[w]) w = l;
+    return bi[w];
+}
+
 inline int32_t argmin_first_any(const float* d, int64_t n) {
     if (n % 32 == 0) return argmin_first(d, n);
     int32_t b = 0;
@@ -156,28 +264,45 @@ inline int32_t argmin_first_any(const float* d, int64_t n) {
 
 // Nearest centroid (first on ties) of each sub-vector: out[i * m + s]. Two vectors at a time.
 // ksub must be a multiple of 16 (PQ: 16 or 256).
-inline void assign(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
-                   int64_t ksub, int32_t* out) {
+template <bool Fused>
+inline void assign_with(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
+                        int64_t ksub, int32_t* out) {
     const int64_t dsub = dim / m;
     alignas(64) float dist[2 * 256];
+    auto argmin = [](const float* d, int64_t k) {
+        return Fused ? argmin_faiss_lanes(d, k) : argmin_first_any(d, k);
+    };
     int64_t i = 0;
     for (; i + 2 <= n; i += 2)
         for (int64_t s = 0; s < m; ++s) {
             const float* xs[2] = {x + i * dim + s * dsub, x + (i + 1) * dim + s * dsub};
             const float* cs = ct + s * dsub * ksub;
             if (ksub % 32 == 0)
-                l2_block<2, 4>(xs, cs, dsub, ksub, dist);
+                l2_block<2, 4, Fused>(xs, cs, dsub, ksub, dist);
             else
-                l2_block<2, 2>(xs, cs, dsub, ksub, dist);
-            out[i * m + s] = argmin_first_any(dist, ksub);
-            out[(i + 1) * m + s] = argmin_first_any(dist + ksub, ksub);
+                l2_block<2, 2, Fused>(xs, cs, dsub, ksub, dist);
+            out[i * m + s] = argmin(dist, ksub);
+            out[(i + 1) * m + s] = argmin(dist + ksub, ksub);
         }
     for (; i < n; ++i)
         for (int64_t s = 0; s < m; ++s) {
             const float* xs[1] = {x + i * dim + s * dsub};
-            l2_block<1, 2>(xs, ct + s * dsub * ksub, dsub, ksub, dist);
-            out[i * m + s] = argmin_first_any(dist, ksub);
+            l2_block<1, 2, Fused>(xs, ct + s * dsub * ksub, dsub, ksub, dist);
+            out[i * m + s] = argmin(dist, ksub);
         }
+}
+
+// Nearest centroid (first on ties) of each sub-vector: out[i * m + s]. Two vectors at a time.
+// ksub must be a multiple of 16 (PQ: 16 or 256). Sub-vectors of 2, 4 or 8 dimensions are summed
+// with FMAs and faiss's lane tie rule, others with separate multiply and add and the first
+// minimum, which is how faiss rounds and breaks ties.
+inline void assign(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
+                   int64_t ksub, int32_t* out) {
+    const int64_t dsub = dim / m;
+    if (dsub == 2 || dsub == 4 || dsub == 8)
+        assign_with<true>(x, n, dim, ct, m, ksub, out);
+    else
+        assign_with<false>(x, n, dim, ct, m, ksub, out);
 }
 
 // ---- ADC scans --------------------------------------------------------------------------------

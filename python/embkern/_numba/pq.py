@@ -36,6 +36,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .pq_fastscan import _fmaf
@@ -132,7 +133,7 @@ def _counted_loop(builder, count, carried, body):
     return out
 
 
-def _make_l2_block(G):
+def _make_l2_block(G, fused=False):
     @intrinsic
     def l2_block(typingctx, x, xa, xb, ct, cb, dsub, ksub, dist, j0):
         """dist[j0 + e] / dist[ksub + j0 + e], e < 8 G: squared L2 of the sub-vectors at x[xa]
@@ -157,12 +158,16 @@ def _make_l2_block(G):
                 yv = _splat(builder, builder.load(builder.gep(xp, [builder.add(xb_, t)])))
                 row = builder.add(builder.add(cb_, builder.mul(t, ksub_)), j0_)
                 out = list(acc)
+                fma = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(_V8F, [_V8F] * 3), "llvm.fma.v8f32")
+
+                def madd(d, a):  # a + d * d: one rounding (fused) or two
+                    return builder.call(fma, [d, d, a]) if fused else builder.fadd(a, builder.fmul(d, d))
+
                 for g in range(G):
                     cv = _vload(builder, cp, builder.add(row, _c64(8 * g)))
-                    d = builder.fsub(xv, cv)
-                    out[g] = builder.fadd(acc[g], builder.fmul(d, d))
-                    d = builder.fsub(yv, cv)
-                    out[G + g] = builder.fadd(acc[G + g], builder.fmul(d, d))
+                    out[g] = madd(builder.fsub(xv, cv), acc[g])
+                    out[G + g] = madd(builder.fsub(yv, cv), acc[G + g])
                 return out
 
             acc = _counted_loop(builder, dsub_, [zero] * (2 * G), body)
@@ -178,6 +183,9 @@ def _make_l2_block(G):
 
 _l2_block2 = _make_l2_block(2)  # 16 centroids per block
 _l2_block4 = _make_l2_block(4)  # 32 centroids per block
+# 2-, 4- and 8-dimensional sub-vectors: dimensions summed with FMAs, as faiss (and _core) encode them
+_l2_block2f = _make_l2_block(2, True)
+_l2_block4f = _make_l2_block(4, True)
 
 
 @intrinsic
@@ -291,9 +299,35 @@ def _transpose(centroids):
 
 
 @njit(inline="always", **_JIT)
+def _argmin_faiss_lanes(dist, off, n):
+    """faiss's rule for 2/4/8-dim sub-vectors: lane j % 8 keeps its last minimum (<=), then the
+    lowest lane with a strictly smaller value wins (differs from the first minimum on exact ties)."""
+    bv = np.full(8, np.inf, dtype=np.float32)
+    bi = np.arange(8)
+    for j in range(n):
+        v = dist[off + j]
+        if v <= bv[j & 7]:
+            bv[j & 7] = v
+            bi[j & 7] = j
+    w = 0
+    for lane in range(1, 8):
+        if bv[lane] < bv[w]:
+            w = lane
+    return bi[w]
+
+
+@njit(inline="always", **_JIT)
 def _assign_pair(x, xa, xb, ct, cb, dsub, ksub, dist):
-    """Nearest centroids (first on ties) of the sub-vectors at x[xa] and x[xb] (xb may equal xa);
-    dist is scratch of 2 * ksub floats."""
+    """Nearest centroids of the sub-vectors at x[xa] and x[xb] (xb may equal xa), rounded and
+    tie-broken as faiss does; dist is scratch of 2 * ksub floats."""
+    if dsub == 2 or dsub == 4 or dsub == 8:
+        if ksub % 32 == 0:
+            for j0 in range(0, ksub, 32):
+                _l2_block4f(x, xa, xb, ct, cb, dsub, ksub, dist, j0)
+        else:
+            for j0 in range(0, ksub, 16):
+                _l2_block2f(x, xa, xb, ct, cb, dsub, ksub, dist, j0)
+        return _argmin_faiss_lanes(dist, 0, ksub), _argmin_faiss_lanes(dist, ksub, ksub)
     if ksub % 32 == 0:
         for j0 in range(0, ksub, 32):
             _l2_block4(x, xa, xb, ct, cb, dsub, ksub, dist, j0)
@@ -384,6 +418,27 @@ def _tables_kernel(x, n, ct, m, ksub, dsub, ip, out):
         i = task // m
         s = task % m
         o = out[i, s]
+        if dsub == 12:  # faiss's 12-dim form: 4 lanes of 2 chained FMAs, folded (a0+a2)+(a1+a3)
+            for j in range(ksub):
+                a = np.empty(4, dtype=np.float32)
+                for lane in range(4):
+                    u0 = x[i, s * 12 + lane]
+                    u1 = x[i, s * 12 + 4 + lane]
+                    u2 = x[i, s * 12 + 8 + lane]
+                    c0 = ct[s, lane, j]
+                    c1 = ct[s, 4 + lane, j]
+                    c2 = ct[s, 8 + lane, j]
+                    if ip:
+                        t = _fmaf(u0, c0, u1 * c1)
+                        a[lane] = _fmaf(u2, c2, t)
+                    else:
+                        d0 = u0 - c0
+                        d1 = u1 - c1
+                        d2 = u2 - c2
+                        t = _fmaf(d0, d0, d1 * d1)
+                        a[lane] = _fmaf(d2, d2, t)
+                o[j] = (a[0] + a[2]) + (a[1] + a[3])
+            continue
         for j in range(ksub):
             o[j] = np.float32(0.0)
         for t in range(dsub):
