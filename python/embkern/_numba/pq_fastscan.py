@@ -12,11 +12,11 @@ Search, as the compiled driver does it:
   without FMA (Numba never contracts without fast-math). a = 0 (constant table or an overflowing
   scale) gives Tq = 0 and distance b for every code (faiss would return NaN).
 * S = exact integer sum of Tq over the sub-quantizers; the k smallest (largest) S are kept, ties
-  by smaller id: one pass computes every S of the query, a histogram over the 65,536 possible
-  values gives the k-th value, and the codes below it plus the first ones equal to it (ascending
-  id) are sorted by (S, id).
+  by smaller id. S < 2**24, so it is exact in float32: the quantized tables (255 - Tq for largest)
+  go through the float ADC top-k of ``pq.py`` (8 queries in SIMD lanes) on the unpacked codes,
+  which selects exactly what the 16-bit kernel selects.
 * Distance = fma(S, 1 / a, b) with one rounding (``llvm.fma.f32``).
-Queries are independent (``prange``), so results do not depend on the thread count.
+Results do not depend on the thread count.
 """
 
 import numpy as np
@@ -187,50 +187,26 @@ def _quantize(lut, q, m, largest, out):
 
 
 @njit(**_PJIT)
-def _topk(lut, packed, n, m, k, largest, out_d, out_i):
-    nq = lut.shape[0]
-    m2 = m + (m & 1)
-    nblocks = (n + _BLOCK - 1) // _BLOCK
-    bb = m2 * 16
-    for q in prange(nq):
-        t = np.zeros((m2, 16), dtype=np.uint8)
+def _key_tables(lut, m, largest, keys, bs, one_as):
+    # keys[q] = the quantized table as float32 (exact small integers; 255 - Tq when largest, so
+    # that the k smallest keys are the k largest sums S).
+    for q in prange(lut.shape[0]):
+        t = np.zeros((m + (m & 1), 16), dtype=np.uint8)
         b, one_a = _quantize(lut, q, m, largest, t)
-        keys = np.zeros(nblocks * _BLOCK, dtype=np.int32)
-        for blk in range(nblocks):
-            kb = blk * _BLOCK
-            for s in range(m2):
-                base = blk * bb + (s >> 1) * 32 + (s & 1) * 16
-                for j in range(16):
-                    byte = packed[base + j]
-                    v = kb + _PERM0[j]
-                    keys[v] += t[s, byte & 0xF]
-                    keys[v + 16] += t[s, byte >> 4]
-        hist = np.zeros(1 << 16, dtype=np.int64)
-        for i in range(n):
-            hist[keys[i]] += 1
-        cum = 0
-        kth = 0
-        for val in range(1 << 16):
-            if cum + hist[val] >= k:
-                kth = val
-                break
-            cum += hist[val]
-        take_equal = k - cum  # codes strictly below kth: cum
-        comp = np.empty(k, dtype=np.int64)
-        cnt = 0
-        for i in range(n):
-            ki = np.int64(keys[i])
-            if ki < kth or (ki == kth and take_equal > 0):
-                if ki == kth:
-                    take_equal -= 1
-                comp[cnt] = ki * n + i
-                cnt += 1
-        comp.sort()
-        for j in range(k):
-            kj = comp[j] // n
-            s_val = 255 * m - kj if largest else kj
-            out_d[q, j] = _fmaf(np.float32(s_val), one_a, b)
-            out_i[q, j] = comp[j] % n
+        bs[q] = b
+        one_as[q] = one_a
+        for s in range(m):
+            for j in range(16):
+                keys[q, s, j] = np.float32(t[s, j])
+
+
+@njit(**_PJIT)
+def _distances(skeys, m, largest, bs, one_as, out_d):
+    for q in prange(skeys.shape[0]):
+        for j in range(skeys.shape[1]):
+            kj = np.float32(skeys[q, j])
+            s_val = np.float32(255 * m) - kj if largest else kj
+            out_d[q, j] = _fmaf(s_val, one_as[q], bs[q])
 
 
 def fastscan_topk(lut, packed, n, m, k, largest):
@@ -252,5 +228,16 @@ def fastscan_topk(lut, packed, n, m, k, largest):
     out_d = np.empty((nq, k), dtype=np.float32)
     out_i = np.empty((nq, k), dtype=np.int64)
     if nq:
-        _topk(lut, packed, n, m, k, bool(largest), out_d, out_i)
+        # The sums S are exact integers below 2**24, so the float ADC scan of the quantized
+        # tables (queries in SIMD lanes, ties by smaller id) selects exactly what the 16-bit
+        # fast-scan kernel selects.
+        from .pq import adc_topk
+
+        keys = np.zeros((nq, m, 16), dtype=np.float32)
+        bs = np.empty(nq, dtype=np.float32)
+        one_as = np.empty(nq, dtype=np.float32)
+        _key_tables(lut, m, bool(largest), keys, bs, one_as)
+        skeys, ids = adc_topk(keys, unpack_fastscan(packed, n, m), k, False)
+        _distances(skeys, m, bool(largest), bs, one_as, out_d)
+        out_i[:] = ids
     return out_d, out_i
