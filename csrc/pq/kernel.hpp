@@ -62,10 +62,12 @@ inline float dot12(const float* x, const float* ct, int64_t ksub, int64_t j) {
     return (a[0] + a[2]) + (a[1] + a[3]);
 }
 
-// Squared L2 distances of one sub-vector to ksub centroids (transposed: ct[t * ksub + j]).
-inline void l2_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
+// Squared L2 distances (IP: inner products) of one sub-vector to ksub centroids (transposed:
+// ct[t * ksub + j]): a sum over t of u_t * v_t with u = v = x - c for L2, u = x, v = c for IP.
+template <bool IP>
+inline void table_row(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
     if (dsub == 12) {
-        for (int64_t j = 0; j < ksub; ++j) out[j] = dot12<false>(x, ct, ksub, j);
+        for (int64_t j = 0; j < ksub; ++j) out[j] = dot12<IP>(x, ct, ksub, j);
         return;
     }
     const bool fused = fused_tables(dsub, ksub);
@@ -74,23 +76,10 @@ inline void l2_to_centroids(const float* x, const float* ct, int64_t dsub, int64
         const float xt = x[t];
         const float* c = ct + t * ksub;
         for (int64_t j = 0; j < ksub; ++j) {
-            const float diff = xt - c[j];
-            out[j] = fused ? std::fma(diff, diff, out[j]) : out[j] + diff * diff;
+            const float u = IP ? xt : xt - c[j];
+            const float v = IP ? c[j] : u;
+            out[j] = fused ? std::fma(u, v, out[j]) : out[j] + u * v;
         }
-    }
-}
-
-inline void ip_to_centroids(const float* x, const float* ct, int64_t dsub, int64_t ksub, float* out) {
-    if (dsub == 12) {
-        for (int64_t j = 0; j < ksub; ++j) out[j] = dot12<true>(x, ct, ksub, j);
-        return;
-    }
-    const bool fused = fused_tables(dsub, ksub);
-    for (int64_t j = 0; j < ksub; ++j) out[j] = 0.0f;
-    for (int64_t t = 0; t < dsub; ++t) {
-        const float xt = x[t];
-        const float* c = ct + t * ksub;
-        for (int64_t j = 0; j < ksub; ++j) out[j] = fused ? std::fma(xt, c[j], out[j]) : out[j] + xt * c[j];
     }
 }
 
@@ -104,9 +93,9 @@ inline void distance_tables(const float* x, int64_t n, int64_t dim, const float*
             const float* cs = ct + s * dsub * ksub;
             float* o = out + (i * m + s) * ksub;
             if (ip)
-                ip_to_centroids(xs, cs, dsub, ksub, o);
+                table_row<true>(xs, cs, dsub, ksub, o);
             else
-                l2_to_centroids(xs, cs, dsub, ksub, o);
+                table_row<false>(xs, cs, dsub, ksub, o);
         }
 }
 

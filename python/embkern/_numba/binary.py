@@ -36,6 +36,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from ._heap import heap_sort, pair_less, replace_top
+
 _INT32_MAX = np.int32(np.iinfo(np.int32).max)
 _INT64_MAX = np.int64(np.iinfo(np.int64).max)
 # Which end of a loaded word holds the first byte in memory (for dropping overlapped bytes).
@@ -237,47 +239,6 @@ def _ham_block(a, i0, i1, b, j0, j1, cs, spec, out, r0, c0):
         i += 1
 
 
-# ------------------------------------------------------------------------------------------------
-# Bounded max-heap of (key, id) pairs, lexicographic; flat arrays with a base offset
-# ------------------------------------------------------------------------------------------------
-
-
-@njit(inline="always", **_JIT)
-def _pair_less(k1, i1, k2, i2):
-    return k1 < k2 or (k1 == k2 and i1 < i2)
-
-
-@njit(**_JIT)
-def _sift_down(keys, ids, base, m, key, idx):
-    # Put (key, idx) at the root of the m-slot heap at `base` and restore the heap property.
-    pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= m:
-            break
-        if c + 1 < m and _pair_less(keys[base + c], ids[base + c],
-                                    keys[base + c + 1], ids[base + c + 1]):
-            c += 1
-        if not _pair_less(key, idx, keys[base + c], ids[base + c]):
-            break
-        keys[base + pos] = keys[base + c]
-        ids[base + pos] = ids[base + c]
-        pos = c
-    keys[base + pos] = key
-    ids[base + pos] = idx
-
-
-@njit(**_JIT)
-def _heap_sort(keys, ids, base, k):
-    # In-place heapsort of a max-heap: ascending (key, id).
-    for end in range(k - 1, 0, -1):
-        top_k = keys[base]
-        top_i = ids[base]
-        _sift_down(keys, ids, base, end, keys[base + end], ids[base + end])
-        keys[base + end] = top_k
-        ids[base + end] = top_i
-
-
 @njit(**_JIT)
 def _merge_query(hk, hi, nq, k, parts, sentinel, out_k, out_i, i):
     # The k best (key, id) of query i over its `parts` heaps, ascending, into out_k / out_i.
@@ -295,9 +256,9 @@ def _merge_query(hk, hi, nq, k, parts, sentinel, out_k, out_i, i):
             for s in range(k):
                 key = hk[hb + s]
                 idx = hi[hb + s]
-                if _pair_less(key, idx, out_k[ob], out_i[ob]):
-                    _sift_down(out_k, out_i, ob, k, key, idx)
-    _heap_sort(out_k, out_i, ob, k)
+                if pair_less(key, idx, out_k[ob], out_i[ob]):
+                    replace_top(out_k, out_i, ob, k, key, idx)
+    heap_sort(out_k, out_i, ob, k)
 
 
 @njit(**_PJIT)
@@ -461,7 +422,7 @@ def _topk_scan(q, nq, db, nb, cs, spec, k, qblock, nqb, parts, part_len, hd, hi)
                             # Ids ascend within a task, so a strictly smaller distance is the
                             # whole (distance, id) test: ties keep the smaller id.
                             if v < hd[base]:
-                                _sift_down(hd, hi, base, k, v, t0 + jj)
+                                replace_top(hd, hi, base, k, v, t0 + jj)
                 i += m
 
 
@@ -846,7 +807,7 @@ def _mb_topk_scan(q, nq, db, nb, planes, cs, spec, ww, wsum, k, qblock, nqb, par
                         for jj in range(tn):
                             key = -buf[r, jj]
                             if key < hk[base]:
-                                _sift_down(hk, hi, base, k, key, t0 + jj)
+                                replace_top(hk, hi, base, k, key, t0 + jj)
                 i += m
 
 

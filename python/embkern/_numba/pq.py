@@ -39,6 +39,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._heap import heap_sort, pair_less, replace_top
 from .pq_fastscan import _fmaf
 
 _JIT = dict(cache=True, nogil=True)
@@ -540,34 +541,6 @@ def adc_distances(lut, codes):
     return out
 
 
-# Bounded max-heap of (key, id) pairs, lexicographic, root = worst kept; flat arrays + base.
-
-
-@njit(inline="always", **_JIT)
-def _pair_less(k1, i1, k2, i2):
-    return k1 < k2 or (k1 == k2 and i1 < i2)
-
-
-@njit(**_JIT)
-def _replace_top(keys, ids, base, k, key, idx):
-    # Replace the root of the k-slot heap at `base` by (key, idx) and restore the heap property.
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= k:
-            break
-        if child + 1 < k and _pair_less(keys[base + child], ids[base + child],
-                                        keys[base + child + 1], ids[base + child + 1]):
-            child += 1
-        if not _pair_less(key, idx, keys[base + child], ids[base + child]):
-            break
-        keys[base + pos] = keys[base + child]
-        ids[base + pos] = ids[base + child]
-        pos = child
-    keys[base + pos] = key
-    ids[base + pos] = idx
-
-
 @njit(inline="always", **_JIT)
 def _topk_range(lut_t, codes, cs, m, nbits, j0, j1, k, base, nl, acc, thr, hd, hi):
     # Stream codes j0..j1 past the 8 lanes; lane l's heap is at hd/hi[base + l * k] and thr[l]
@@ -582,7 +555,7 @@ def _topk_range(lut_t, codes, cs, m, nbits, j0, j1, k, base, nl, acc, thr, hd, h
         for lane in range(nl):
             if (mask >> lane) & 1:
                 hb = base + lane * k
-                _replace_top(hd, hi, hb, k, acc[lane], j)
+                replace_top(hd, hi, hb, k, acc[lane], j)
                 thr[lane] = hd[hb]
 
 
@@ -618,16 +591,12 @@ def _merge_one(hd, hi, nq, k, parts, i, negate, keys, ids, out_d, out_i):
         for e in range(k):
             key = hd[src + e]
             idx = hi[src + e]
-            if _pair_less(key, idx, keys[0], ids[0]):
-                _replace_top(keys, ids, 0, k, key, idx)
-    # Heap sort: the root (largest kept) goes to the end of a shrinking heap.
-    for last in range(k - 1, -1, -1):
-        key = keys[0]
-        idx = ids[0]
-        if last > 0:
-            _replace_top(keys, ids, 0, last, keys[last], ids[last])
-        out_d[i, last] = -key if negate else key
-        out_i[i, last] = idx
+            if pair_less(key, idx, keys[0], ids[0]):
+                replace_top(keys, ids, 0, k, key, idx)
+    heap_sort(keys, ids, 0, k)
+    for e in range(k):
+        out_d[i, e] = -keys[e] if negate else keys[e]
+        out_i[i, e] = ids[e]
 
 
 @njit(**_JIT)
