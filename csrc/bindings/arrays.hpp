@@ -29,5 +29,8 @@ inline void require_ndim(const carray<T>& a, py::ssize_t ndim, const char* name)
 
 void register_binary(py::module_& m);
 void register_pq(py::module_& m);
+void register_projection(py::module_& m);
+void register_fde(py::module_& m);
+void register_lowrank(py::module_& m);
 
 }  // namespace embkern::bindings

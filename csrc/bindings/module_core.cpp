@@ -31,4 +31,10 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     embkern::bindings::register_binary(binary);
     auto pq = m.def_submodule("pq", "product-quantization kernels");
     embkern::bindings::register_pq(pq);
+    auto projection = m.def_submodule("projection", "sparse random projection and FastRP kernels");
+    embkern::bindings::register_projection(projection);
+    auto fde = m.def_submodule("fde", "MUVERA fixed dimensional encoding kernels");
+    embkern::bindings::register_fde(fde);
+    auto lowrank = m.def_submodule("lowrank", "low-rank matmul kernels");
+    embkern::bindings::register_lowrank(lowrank);
 }

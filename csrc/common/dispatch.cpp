@@ -13,6 +13,9 @@ namespace embkern {
     namespace cpu::tier {          \
     void register_binary(BinaryKernels&); \
     void register_pq(PqKernels&);         \
+    void register_projection(ProjectionKernels&); \
+    void register_fde(FdeKernels&);       \
+    void register_lowrank(LowrankKernels&); \
     }
 #ifdef EMBKERN_HAVE_SCALAR
 EMBKERN_DECLARE_TIER(scalar)
@@ -37,6 +40,9 @@ struct Tier {
     bool (*supported)(const CpuFeatures&);
     void (*register_binary)(BinaryKernels&);
     void (*register_pq)(PqKernels&);
+    void (*register_projection)(ProjectionKernels&);
+    void (*register_fde)(FdeKernels&);
+    void (*register_lowrank)(LowrankKernels&);
 };
 
 // Each requirement lists every feature the tier's compiler flags allow, plus the OS state.
@@ -65,19 +71,24 @@ bool need_neon(const CpuFeatures& f) { return f.neon; }
 const std::vector<Tier>& tiers() {
     static const std::vector<Tier> list = {
 #ifdef EMBKERN_HAVE_SCALAR
-        {"scalar", need_scalar, cpu::scalar::register_binary, cpu::scalar::register_pq},
+        {"scalar", need_scalar, cpu::scalar::register_binary, cpu::scalar::register_pq,
+         cpu::scalar::register_projection, cpu::scalar::register_fde, cpu::scalar::register_lowrank},
 #endif
 #ifdef EMBKERN_HAVE_AVX2
-        {"avx2", need_avx2, cpu::avx2::register_binary, cpu::avx2::register_pq},
+        {"avx2", need_avx2, cpu::avx2::register_binary, cpu::avx2::register_pq,
+         cpu::avx2::register_projection, cpu::avx2::register_fde, cpu::avx2::register_lowrank},
 #endif
 #ifdef EMBKERN_HAVE_AVX512
-        {"avx512", need_avx512, cpu::avx512::register_binary, cpu::avx512::register_pq},
+        {"avx512", need_avx512, cpu::avx512::register_binary, cpu::avx512::register_pq,
+         cpu::avx512::register_projection, cpu::avx512::register_fde, cpu::avx512::register_lowrank},
 #endif
 #ifdef EMBKERN_HAVE_AVX512_ICL
-        {"avx512_icl", need_avx512_icl, cpu::avx512_icl::register_binary, cpu::avx512_icl::register_pq},
+        {"avx512_icl", need_avx512_icl, cpu::avx512_icl::register_binary, cpu::avx512_icl::register_pq,
+         cpu::avx512_icl::register_projection, cpu::avx512_icl::register_fde, cpu::avx512_icl::register_lowrank},
 #endif
 #ifdef EMBKERN_HAVE_NEON
-        {"neon", need_neon, cpu::neon::register_binary, cpu::neon::register_pq},
+        {"neon", need_neon, cpu::neon::register_binary, cpu::neon::register_pq,
+         cpu::neon::register_projection, cpu::neon::register_fde, cpu::neon::register_lowrank},
 #endif
     };
     return list;
@@ -102,6 +113,9 @@ KernelTable build(const std::string& cap) {
         }
         tier.register_binary(t.binary);
         tier.register_pq(t.pq);
+        tier.register_projection(t.projection);
+        tier.register_fde(t.fde);
+        tier.register_lowrank(t.lowrank);
         t.isa = tier.name;
         any = true;
         if (tier.name == cap) {

@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "fde/fde_kernels.hpp"
+#include "lowrank/lowrank_kernels.hpp"
+#include "projection/projection_kernels.hpp"
+
 namespace embkern {
 
 struct BinaryKernels {
@@ -60,6 +64,9 @@ struct KernelTable {
     const char* isa = "scalar";
     BinaryKernels binary{};
     PqKernels pq{};
+    ProjectionKernels projection{};
+    FdeKernels fde{};
+    LowrankKernels lowrank{};
 };
 
 // The table in use. Reads are lock-free; set_isa swaps it (not while kernels run).

@@ -1,0 +1,2 @@
+// fde drivers: task splitting around the current tier's kernels (baseline target).
+#include "common/dispatch.hpp"

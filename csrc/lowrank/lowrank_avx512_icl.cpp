@@ -1,0 +1,8 @@
+// lowrank kernels, avx512_icl tier.
+#include "common/dispatch.hpp"
+
+namespace embkern::cpu::EMBKERN_ISA_NS {
+
+void register_lowrank(LowrankKernels& t) { (void)t; }
+
+}  // namespace embkern::cpu::EMBKERN_ISA_NS
