@@ -104,11 +104,11 @@ inline void distance_tables(const float* x, int64_t n, int64_t dim, const float*
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-inline v8f load8(const float* p) {
-    v8f v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
+// Unaligned access through a 4-byte-aligned vector type: one vmovups, no stack round trip.
+typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4), __may_alias__));
+
+inline v8f load8(const float* p) { return *reinterpret_cast<const v8f_unaligned*>(p); }
+inline void store8(float* p, v8f v) { *reinterpret_cast<v8f_unaligned*>(p) = v; }
 
 // a * b + c rounded once, per lane: the FMA instruction where the tier has one; elsewhere an exact
 // emulation (the product is exact in double; a double rounding of the sum is caught with the
@@ -164,13 +164,26 @@ inline void l2_block(const float* const* xs, const float* ct, int64_t dsub, int6
             }
         }
         for (int p = 0; p < P; ++p)
-            for (int64_t g = 0; g < G; ++g) std::memcpy(out + p * ksub + j0 + 8 * g, &acc[p][g], sizeof(v8f));
+            for (int64_t g = 0; g < G; ++g) store8(out + p * ksub + j0 + 8 * g, acc[p][g]);
     }
 }
 
-// Index of the first minimum of d[0..n), n a multiple of 32: four lane-wise (value, index) chains,
-// then a merge by (value, index), which is exactly the first minimum.
-inline int32_t argmin_first(const float* d, int64_t n) {
+// Lowest lane holding the smallest of v's eight values (branch-free: the winner is random, so a
+// branch per lane would mispredict).
+inline int32_t lowest_min_lane(const v8f& v) {
+    float mv = v[0];
+    for (int l = 1; l < 8; ++l) mv = std::min(mv, v[l]);
+    unsigned mask = 0;
+    for (int l = 0; l < 8; ++l) mask |= static_cast<unsigned>(v[l] == mv) << l;
+    return __builtin_ctz(mask);
+}
+
+// Lane-wise (value, index) minima of d[0..n), n a multiple of 32, over four groups of eight lanes
+// (lane l of group g sees j = j0 + 8g + l); LAST keeps the last of equal values in a lane (<=),
+// else the first (<). The four groups are then merged lane-wise: the smaller value wins, equal
+// values go to the larger index (LAST) or the smaller one.
+template <bool LAST>
+inline void lane_minima(const float* d, int64_t n, v8f& bv, v8i& bi) {
     const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
     v8f best[4];
     v8i besti[4];
@@ -181,18 +194,39 @@ inline int32_t argmin_first(const float* d, int64_t n) {
     for (int64_t j0 = 0; j0 < n; j0 += 32)
         for (int g = 0; g < 4; ++g) {
             const v8f v = load8(d + j0 + 8 * g);
-            const v8i lt = v < best[g];
-            best[g] = lt ? v : best[g];
-            besti[g] = lt ? lane + static_cast<int32_t>(j0 + 8 * g) : besti[g];
+            v8i take;
+            if constexpr (LAST)
+                take = v <= best[g];
+            else
+                take = v < best[g];
+            best[g] = take ? v : best[g];
+            besti[g] = take ? lane + static_cast<int32_t>(j0 + 8 * g) : besti[g];
         }
-    int32_t win = besti[0][0];
-    float wv = best[0][0];
-    for (int g = 0; g < 4; ++g)
-        for (int l = 0; l < 8; ++l)
-            if (best[g][l] < wv || (best[g][l] == wv && besti[g][l] < win)) {
-                wv = best[g][l];
-                win = besti[g][l];
-            }
+    bv = best[0];
+    bi = besti[0];
+    for (int g = 1; g < 4; ++g) {
+        const v8i tie = best[g] == bv;
+        v8i later;
+        if constexpr (LAST)
+            later = besti[g] > bi;
+        else
+            later = besti[g] < bi;
+        const v8i take = (best[g] < bv) | (tie & later);
+        bv = take ? best[g] : bv;
+        bi = take ? besti[g] : bi;
+    }
+}
+
+// Index of the first minimum of d[0..n), n a multiple of 32.
+inline int32_t argmin_first(const float* d, int64_t n) {
+    v8f bv;
+    v8i bi;
+    lane_minima<false>(d, n, bv, bi);
+    // Lanes hold distinct residues mod 8; among equal minima the smallest index wins.
+    float mv = bv[0];
+    for (int l = 1; l < 8; ++l) mv = std::min(mv, bv[l]);
+    int32_t win = INT32_MAX;
+    for (int l = 0; l < 8; ++l) win = std::min(win, bv[l] == mv ? bi[l] : INT32_MAX);
     return win;
 }
 
@@ -200,43 +234,23 @@ inline int32_t argmin_first(const float* d, int64_t n) {
 // l = j % 8 keeps its last minimum (<=), then the lowest lane with a strictly smaller value wins.
 // It differs from the first minimum only on exact ties. n is a multiple of 8.
 inline int32_t argmin_faiss_lanes(const float* d, int64_t n) {
+    if (n % 32 == 0) {
+        v8f bv;
+        v8i bi;
+        lane_minima<true>(d, n, bv, bi);
+        return bi[lowest_min_lane(bv)];
+    }
     float bv[8];
     int32_t bi[8];
-    if (n % 32 == 0) {
-        const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-        v8f best[4];
-        v8i besti[4];
-        for (int g = 0; g < 4; ++g) {
-            best[g] = v8f{} + HUGE_VALF;
-            besti[g] = lane + 8 * g;
-        }
-        for (int64_t j0 = 0; j0 < n; j0 += 32)
-            for (int g = 0; g < 4; ++g) {
-                const v8f v = load8(d + j0 + 8 * g);
-                const v8i le = v <= best[g];
-                best[g] = le ? v : best[g];
-                besti[g] = le ? lane + static_cast<int32_t>(j0 + 8 * g) : besti[g];
-            }
-        for (int l = 0; l < 8; ++l) {
-            bv[l] = best[0][l];
-            bi[l] = besti[0][l];
-            for (int g = 1; g < 4; ++g)
-                if (best[g][l] < bv[l] || (best[g][l] == bv[l] && besti[g][l] > bi[l])) {
-                    bv[l] = best[g][l];
-                    bi[l] = besti[g][l];
-                }
-        }
-    } else {
-        for (int l = 0; l < 8; ++l) {
-            bv[l] = HUGE_VALF;
-            bi[l] = l;
-        }
-        for (int64_t j = 0; j < n; ++j)
-            if (d[j] <= bv[j % 8]) {
-                bv[j % 8] = d[j];
-                bi[j % 8] = static_cast<int32_t>(j);
-            }
+    for (int l = 0; l < 8; ++l) {
+        bv[l] = HUGE_VALF;
+        bi[l] = l;
     }
+    for (int64_t j = 0; j < n; ++j)
+        if (d[j] <= bv[j % 8]) {
+            bv[j % 8] = d[j];
+            bi[j % 8] = static_cast<int32_t>(j);
+        }
     int w = 0;
     for (int l = 1; l < 8; ++l)
         if (bv[l] < bv[w]) w = l;
