@@ -156,20 +156,34 @@ def test_sdc_equals_faiss(rng):
 
 # ---- training -------------------------------------------------------------------------------
 
-def test_fit_quality_close_to_faiss(rng):
+# The acceptance size is 100,000 training vectors (EMBKERN_QUALITY_N=100000); the default keeps
+# the suite fast while still training on more vectors than faiss samples for 4-bit codebooks.
+QUALITY_N = int(__import__("os").environ.get("EMBKERN_QUALITY_N", "12000"))
+
+
+@pytest.mark.parametrize("dim,m,nbits,tol", [(128, 16, 8, 0.01), (768, 32, 8, 0.01), (128, 32, 4, 0.02)])
+def test_fit_recall_close_to_faiss(rng, dim, m, nbits, tol):
+    """Trained on the same clustered vectors, recall@10 of search (vs exact L2 neighbours) is
+    within 0.01 of faiss IndexPQ with the same m and nbits (16-centroid codebooks trained on
+    4,096 samples vary more from seed to seed: 0.02 there)."""
     faiss = pytest.importorskip("faiss")
-    dim, m = 32, 8
-    x = clustered(rng, 12_000, dim, centers=50)
-    xb, xq = x[:10_000], x[10_000:10_050]
-    gt = np.argsort(((xq[:, None] - xb[None]) ** 2).sum(-1), axis=1)[:, :10]
-    pq = ProductQuantizer(dim, m, 8).fit(xb, seed=1)
+    if dim == 768 and QUALITY_N < 50_000:
+        dim, m = 192, 8  # same sub-vector width (24) as 768 / 32, a quarter of the work
+    n, nq = QUALITY_N, 500
+    x = clustered(rng, n + nq, dim, centers=max(50, n // 500))
+    xb, xq = x[:n], x[n:]
+    exact = ((xq.astype(np.float64) ** 2).sum(1)[:, None] - 2 * xq.astype(np.float64) @ xb.T.astype(np.float64)
+             + (xb.astype(np.float64) ** 2).sum(1)[None])
+    gt = np.argsort(exact, axis=1, kind="stable")[:, :10]
+    pq = ProductQuantizer(dim, m, nbits).fit(xb, seed=1)
     _, mine = pq.search(xq, pq.encode(xb), 10)
-    index = faiss.IndexPQ(dim, m, 8)
+    index = faiss.IndexPQ(dim, m, nbits)
     index.train(xb)
     index.add(xb)
     _, theirs = index.search(xq, 10)
     rec = lambda ids: np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, gt)])
-    assert rec(mine) >= rec(theirs) - 0.02
+    print(f"recall@10 n={n} d={dim} m={m}x{nbits}: embkern {rec(mine):.4f}, faiss {rec(theirs):.4f}")
+    assert rec(mine) >= rec(theirs) - tol
 
 
 def test_fit_is_deterministic_and_backend_independent(backend, rng):

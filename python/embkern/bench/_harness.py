@@ -48,12 +48,15 @@ class Peer:
 
     ``make(data, threads)`` runs untimed (build an index, probe an API) and returns the timed
     zero-argument callable. ``requires`` are modules that must import; a missing one makes the
-    peer "not installed" and it is left out of the table.
+    peer "not installed" and it is left out of the table. ``comparable=False`` marks a peer that
+    computes the same kind of result its own way (ScaNN trains its own quantizer): it is timed
+    but neither gives nor is held to the reference result.
     """
 
     name: str
     make: Callable[[Dict[str, Any], int], Callable[[], Any]]
     requires: Tuple[str, ...] = ()
+    comparable: bool = True
 
 
 @dataclass
@@ -261,7 +264,7 @@ def run_case(case: Case, data: Dict[str, Any], params: Dict[str, Any], profile: 
         row.status = "unavailable" if _unavailable_error(exc) else "error"
         row.message = _short(exc)
 
-    def prepare(row: Row, make: Callable[[], Callable[[], Any]]) -> None:
+    def prepare(row: Row, make: Callable[[], Callable[[], Any]], comparable: bool = True) -> None:
         nonlocal expected, expected_from
         rows.append(row)
         try:
@@ -270,7 +273,9 @@ def run_case(case: Case, data: Dict[str, Any], params: Dict[str, Any], profile: 
         except Exception as exc:
             fail(row, exc)
             return
-        if expected is None:
+        if not comparable:
+            row.check = "own quantizer"
+        elif expected is None:
             expected, expected_from = result, row.impl
             row.check = "ref"
         else:
@@ -285,7 +290,7 @@ def run_case(case: Case, data: Dict[str, Any], params: Dict[str, Any], profile: 
 
     with thread_limit(threads):
         for peer in peers:
-            prepare(new_row(peer.name, "peer"), lambda: peer.make(data, threads))
+            prepare(new_row(peer.name, "peer"), lambda: peer.make(data, threads), peer.comparable)
         for backend in backends:
             prepare(new_row(f"embkern[{backend}]", "embkern"), lambda: case.embkern(data, backend))
         expected = None

@@ -5,7 +5,9 @@ Acceptance sizes (``--full``): d=128 with 1,000,000 codes (m=16 x 8 bits exact A
 (m=32 x 8 bits, m=64 x 4 bits fast scan), 1,000 queries, top-10; ``encode`` of 1,000,000 vectors
 against faiss ``compute_codes``; ``fit`` against faiss ``ProductQuantizer.train`` (100,000 vectors).
 Both libraries search the same codes with the same centroids (trained once by faiss, untimed), so
-their distances must agree. Gaussian data from a fixed seed.
+their distances must agree. Fast-scan cases also time ScaNN's LUT16 asymmetric hashing where it
+is installed (its own 4-bit quantizer, so its results are not compared). Gaussian data from a
+fixed seed.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def _search_setup(rng, *, d, m, nbits, n, nq, k, fastscan=False):
     index, pq = _trained(xb, d, m, nbits, fastscan)
     index.add(xb)
     codes = pq.encode(xb)
-    data = {"index": index, "pq": pq, "q": _vectors(rng, nq, d), "k": k, "codes": codes}
+    data = {"index": index, "pq": pq, "q": _vectors(rng, nq, d), "k": k, "codes": codes, "xb": xb}
     if fastscan:
         data["packed"] = pq.pack_fastscan(codes)
     return data
@@ -55,6 +57,21 @@ def _search_embkern(data, backend):
 def _faiss_search(data, threads):
     index, q, k = data["index"], data["q"], data["k"]
     return lambda: index.search(q, k)
+
+
+def _scann_search(data, threads):
+    """ScaNN's brute-force asymmetric hashing with 4-bit LUT16 codes (its fast scan) on the same
+    vectors: m = d / dims_per_block sub-quantizers of 16 centroids, trained by ScaNN (untimed),
+    no re-ordering; one thread (search_batched) or its own pool (search_batched_parallel)."""
+    import scann
+
+    xb, q, k, m = data["xb"], data["q"], data["k"], data["pq"].m
+    searcher = (scann.scann_ops_pybind.builder(xb, k, "squared_l2")
+                .score_ah(xb.shape[1] // m, anisotropic_quantization_threshold=float("nan"),
+                          training_sample_size=min(len(xb), 20_000))
+                .build())
+    search = searcher.search_batched if threads == 1 else searcher.search_batched_parallel
+    return lambda: search(q, final_num_neighbors=k)
 
 
 def _search_check(data, result, expected) -> Optional[str]:
@@ -76,7 +93,8 @@ def _search_case(name, title, d, m, nbits, sizes, fastscan=False):
         sizes={p: dict(d=d, m=m, nbits=nbits, k=10, fastscan=fastscan, **s) for p, s in sizes.items()},
         setup=_search_setup, embkern=_search_embkern,
         items=lambda p: p["nq"], unit="queries", check=_search_check,
-        peers=[Peer("faiss.IndexPQFastScan" if fastscan else "faiss.IndexPQ", _faiss_search, ("faiss",))],
+        peers=[Peer("faiss.IndexPQFastScan" if fastscan else "faiss.IndexPQ", _faiss_search, ("faiss",))]
+        + ([Peer("scann.lut16", _scann_search, ("scann",), comparable=False)] if fastscan else []),
     )
 
 
