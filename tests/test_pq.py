@@ -161,6 +161,16 @@ def test_sdc_equals_faiss(rng):
 QUALITY_N = int(__import__("os").environ.get("EMBKERN_QUALITY_N", "12000"))
 
 
+def embedding_like(rng, n, d, centers):
+    """Clustered vectors of low intrinsic dimension (32 latent factors with decaying scales, plus
+    a little isotropic noise), so that exact neighbours are well defined, as in real embeddings."""
+    c = rng.standard_normal((centers, d)).astype(np.float32) * 2
+    w = rng.standard_normal((32, d)) * (0.85 ** np.arange(32))[:, None]
+    z = rng.standard_normal((n, 32))
+    x = c[rng.integers(0, centers, n)] + z @ w + 0.1 * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
 @pytest.mark.parametrize("dim,m,nbits,tol", [(128, 16, 8, 0.01), (768, 32, 8, 0.01), (128, 32, 4, 0.02)])
 def test_fit_recall_close_to_faiss(rng, dim, m, nbits, tol):
     """Trained on the same clustered vectors, recall@10 of search (vs exact L2 neighbours) is
@@ -170,7 +180,7 @@ def test_fit_recall_close_to_faiss(rng, dim, m, nbits, tol):
     if dim == 768 and QUALITY_N < 50_000:
         dim, m = 192, 8  # same sub-vector width (24) as 768 / 32, a quarter of the work
     n, nq = QUALITY_N, 500
-    x = clustered(rng, n + nq, dim, centers=max(50, n // 500))
+    x = embedding_like(rng, n + nq, dim, centers=max(20, n // 2000))
     xb, xq = x[:n], x[n:]
     exact = ((xq.astype(np.float64) ** 2).sum(1)[:, None] - 2 * xq.astype(np.float64) @ xb.T.astype(np.float64)
              + (xb.astype(np.float64) ** 2).sum(1)[None])
