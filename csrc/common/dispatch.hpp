@@ -44,6 +44,10 @@ struct PqKernels {
     // out (n, m): nearest centroid per sub-vector (first on ties).
     void (*assign)(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m, int64_t ksub,
                    int32_t* out);
+    // One sub-space (x: n x dsub contiguous, ct: [dsub][ksub]): assign()'s label, its squared
+    // distance d1 and the smallest squared distance to any other centroid d2.
+    void (*assign_top2)(const float* x, int64_t n, int64_t dsub, const float* ct, int64_t ksub,
+                        int32_t* label, float* d1, float* d2);
     // lut: [m][ksub][kPqLutLanes] for nl <= kPqLutLanes queries; out: nl rows of n, stride ldo.
     void (*adc_tile)(const float* lut, int64_t nl, const uint8_t* codes, int64_t n, int64_t m,
                      int nbits, float* out, int64_t ldo);

@@ -308,6 +308,53 @@ inline void assign(const float* x, int64_t n, int64_t dim, const float* ct, int6
         assign_with<false>(x, n, dim, ct, m, ksub, out);
 }
 
+// Training's full assignment of n sub-vectors (dsub floats each, contiguous) to ksub centroids
+// (ct: [dsub][ksub]): the label exactly as assign() picks it, its squared distance d1 and the
+// smallest squared distance to any other centroid d2 (the k-means bounds start from these).
+template <bool Fused>
+inline void assign_top2_with(const float* x, int64_t n, int64_t dsub, const float* ct, int64_t ksub,
+                             int32_t* label, float* d1, float* d2) {
+    alignas(64) float dist[2 * 256];
+    auto finish = [&](float* d, int64_t i) {
+        const int32_t a = Fused ? argmin_faiss_lanes(d, ksub) : argmin_first_any(d, ksub);
+        const float da = d[a];
+        d[a] = HUGE_VALF;  // the smallest of the others: a plain vector minimum (ksub % 8 == 0)
+        v8f mn = v8f{} + HUGE_VALF;
+        for (int64_t j = 0; j < ksub; j += 8) {
+            const v8f v = load8(d + j);
+            mn = v < mn ? v : mn;
+        }
+        float second = mn[0];
+        for (int l = 1; l < 8; ++l) second = std::min(second, mn[l]);
+        label[i] = a;
+        d1[i] = da;
+        d2[i] = second;
+    };
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const float* xs[2] = {x + i * dsub, x + (i + 1) * dsub};
+        if (ksub % 32 == 0)
+            l2_block<2, 4, Fused>(xs, ct, dsub, ksub, dist);
+        else
+            l2_block<2, 2, Fused>(xs, ct, dsub, ksub, dist);
+        finish(dist, i);
+        finish(dist + ksub, i + 1);
+    }
+    for (; i < n; ++i) {
+        const float* xs[1] = {x + i * dsub};
+        l2_block<1, 2, Fused>(xs, ct, dsub, ksub, dist);
+        finish(dist, i);
+    }
+}
+
+inline void assign_top2(const float* x, int64_t n, int64_t dsub, const float* ct, int64_t ksub,
+                        int32_t* label, float* d1, float* d2) {
+    if (dsub == 2 || dsub == 4 || dsub == 8)
+        assign_top2_with<true>(x, n, dsub, ct, ksub, label, d1, d2);
+    else
+        assign_top2_with<false>(x, n, dsub, ct, ksub, label, d1, d2);
+}
+
 // ---- ADC scans --------------------------------------------------------------------------------
 
 // Code index of sub-quantizer s in a code row.
@@ -408,6 +455,7 @@ inline void adc_topk_scan(const float* lut, int64_t nl, const uint8_t* codes, in
 inline void register_pq_generic(PqKernels& t) {
     t.distance_tables = &distance_tables;
     t.assign = &assign;
+    t.assign_top2 = &assign_top2;
     t.adc_tile = &adc_tile;
     t.adc_topk_scan = &adc_topk_scan;
 }

@@ -305,10 +305,18 @@ void fastscan_topk(const float* lut, int64_t nq, const uint8_t* packed, int64_t 
     });
 }
 
+// Lloyd's k-means on every sub-space at once, with Hamerly's bounds to skip the points whose
+// nearest centroid cannot have changed. Each point keeps an upper bound u on its distance to its
+// centroid and a lower bound l on its distance to every other one; when centroids move by delta,
+// u grows by its centroid's move and l shrinks by the largest other move. A point is skipped only
+// when u^2 (1 + eps) < l^2 (1 - eps), eps bounding the float32 rounding of the distances that
+// assign() compares, so its float distances order the same way and the labels equal plain
+// Lloyd's (the Numba fallback runs plain Lloyd and must agree). Sums stay in data order.
 void train(const float* x, int64_t n, int64_t dim, int64_t m, int nbits, int iterations,
            float* centroids) {
     const int64_t ksub = int64_t(1) << nbits, dsub = dim / m;
-    auto assign = kernels().pq.assign;
+    if (iterations <= 0 || n == 0) return;
+    auto top2 = kernels().pq.assign_top2;
     // Sub-space-major copy of the data: xs[s] is n x dsub, contiguous.
     std::vector<float> xs(static_cast<size_t>(m * n * dsub));
     parallel_for(m, [&](int64_t s) {
@@ -316,15 +324,68 @@ void train(const float* x, int64_t n, int64_t dim, int64_t m, int nbits, int ite
             std::copy(x + i * dim + s * dsub, x + i * dim + (s + 1) * dsub,
                       xs.data() + (s * n + i) * dsub);
     });
+    // Relative error bound of a float32 squared distance (difference, square and dsub adds, each
+    // rounded once), with a factor 4 to spare.
+    const double eps = std::ldexp(static_cast<double>(dsub + 3), -22);
     std::vector<int32_t> labels(static_cast<size_t>(m * n));
+    std::vector<double> upper(static_cast<size_t>(m * n)), lower(static_cast<size_t>(m * n));
+    std::vector<double> move(static_cast<size_t>(m * ksub), 0.0);
+    std::vector<double> move_max1(static_cast<size_t>(m), 0.0), move_max2(static_cast<size_t>(m), 0.0);
+    std::vector<int64_t> move_arg(static_cast<size_t>(m), -1);
+    std::vector<float> old(static_cast<size_t>(m * ksub * dsub));
     const int64_t rows = 2048, chunks = ceil_div(n, rows);
+
     for (int it = 0; it < iterations; ++it) {
-        std::vector<float> ct = transpose(centroids, m, ksub, dsub);
+        const std::vector<float> ct = transpose(centroids, m, ksub, dsub);
         parallel_for(m * chunks, [&](int64_t t) {
             const int64_t s = t / chunks, r0 = (t % chunks) * rows, rn = std::min(rows, n - r0);
-            assign(xs.data() + (s * n + r0) * dsub, rn, dsub, ct.data() + s * dsub * ksub, 1, ksub,
-                   labels.data() + s * n + r0);
+            const float* xd = xs.data() + s * n * dsub;
+            const float* cs = centroids + s * ksub * dsub;
+            int32_t* lab = labels.data() + s * n;
+            double* up = upper.data() + s * n;
+            double* lo = lower.data() + s * n;
+            // Points whose label may change; the first iteration recomputes every one.
+            std::vector<int64_t> redo;
+            redo.reserve(static_cast<size_t>(rn));
+            for (int64_t i = r0; i < r0 + rn; ++i) {
+                if (it == 0) {
+                    redo.push_back(i);
+                    continue;
+                }
+                const int32_t a = lab[i];
+                const double u = up[i] + move[s * ksub + a];
+                const double l = lo[i] - (a == move_arg[s] ? move_max2[s] : move_max1[s]);
+                lo[i] = l;
+                if (l > 0 && u * u * (1 + eps) < l * l * (1 - eps)) {
+                    up[i] = u;
+                    continue;
+                }
+                double du = 0;  // tighten u to the exact distance to the current centroid
+                for (int64_t k = 0; k < dsub; ++k) {
+                    const double diff = static_cast<double>(xd[i * dsub + k]) - cs[a * dsub + k];
+                    du += diff * diff;
+                }
+                const double ut = std::sqrt(du) * (1 + 1e-12);
+                up[i] = ut;
+                if (l > 0 && ut * ut * (1 + eps) < l * l * (1 - eps)) continue;
+                redo.push_back(i);
+            }
+            if (redo.empty()) return;
+            const int64_t nr = static_cast<int64_t>(redo.size());
+            std::vector<float> buf(static_cast<size_t>(nr * dsub)), d1(static_cast<size_t>(nr)),
+                d2(static_cast<size_t>(nr));
+            std::vector<int32_t> lr(static_cast<size_t>(nr));
+            for (int64_t r = 0; r < nr; ++r)
+                std::copy(xd + redo[r] * dsub, xd + (redo[r] + 1) * dsub, buf.data() + r * dsub);
+            top2(buf.data(), nr, dsub, ct.data() + s * dsub * ksub, ksub, lr.data(), d1.data(), d2.data());
+            for (int64_t r = 0; r < nr; ++r) {
+                const int64_t i = redo[r];
+                lab[i] = lr[r];
+                up[i] = std::sqrt(static_cast<double>(d1[r]) / (1 - eps));
+                lo[i] = std::sqrt(static_cast<double>(d2[r]) / (1 + eps));
+            }
         });
+        std::copy(centroids, centroids + m * ksub * dsub, old.begin());
         parallel_for(m, [&](int64_t s) {
             std::vector<double> sum(static_cast<size_t>(ksub * dsub), 0.0);
             std::vector<int64_t> count(static_cast<size_t>(ksub), 0);
@@ -341,19 +402,42 @@ void train(const float* x, int64_t n, int64_t dim, int64_t m, int nbits, int ite
                         c[j * dsub + t] = static_cast<float>(sum[j * dsub + t] / count[j]);
             // Empty clusters: split the largest cluster in two, nudging the copies apart
             // (the usual k-means fix, as faiss does it).
-            const float eps = 1.0f / 1024;
+            const float nudge = 1.0f / 1024;
             for (int64_t j = 0; j < ksub; ++j) {
                 if (count[j] > 0) continue;
                 const int64_t big = std::max_element(count.begin(), count.end()) - count.begin();
                 for (int64_t t = 0; t < dsub; ++t) {
                     const float v = c[big * dsub + t];
-                    const float up = (t % 2 == 0) ? 1 + eps : 1 - eps;
+                    const float up = (t % 2 == 0) ? 1 + nudge : 1 - nudge;
                     c[j * dsub + t] = v * up;
                     c[big * dsub + t] = v * (2 - up);
                 }
                 count[j] = count[big] / 2;
                 count[big] -= count[j];
             }
+            // How far each centroid moved (slightly over-estimated: bounds must stay bounds).
+            double m1 = 0, m2 = 0;
+            int64_t arg = -1;
+            const float* o = old.data() + s * ksub * dsub;
+            for (int64_t j = 0; j < ksub; ++j) {
+                double d = 0;
+                for (int64_t t = 0; t < dsub; ++t) {
+                    const double diff = static_cast<double>(c[j * dsub + t]) - o[j * dsub + t];
+                    d += diff * diff;
+                }
+                const double mv = std::sqrt(d) * (1 + 1e-12);
+                move[s * ksub + j] = mv;
+                if (mv > m1) {
+                    m2 = m1;
+                    m1 = mv;
+                    arg = j;
+                } else if (mv > m2) {
+                    m2 = mv;
+                }
+            }
+            move_max1[s] = m1;
+            move_max2[s] = m2;
+            move_arg[s] = arg;
         });
     }
 }
