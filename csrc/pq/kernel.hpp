@@ -265,33 +265,88 @@ inline int32_t argmin_first_any(const float* d, int64_t n) {
     return b;
 }
 
+// Nearest centroid of P sub-vectors (of one sub-space) among its ksub centroids, without storing
+// the distances: each block of 8*G distances is folded at once into a lane-wise running (value,
+// index) minimum, in ascending centroid order, so the result is exactly argmin_faiss_lanes (Fused:
+// each lane keeps its last minimum, then the lowest lane with the smallest value) or
+// argmin_first_any (each lane keeps its first minimum, then the smallest index) of the row.
+template <int P, int64_t G, bool Fused>
+inline void l2_argmin_block(const float* const* xs, const float* ct, int64_t dsub, int64_t ksub,
+                            int32_t* const* out) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    v8f bv[P];
+    v8i bi[P];
+    for (int p = 0; p < P; ++p) {
+        bv[p] = v8f{} + HUGE_VALF;
+        bi[p] = lane;
+    }
+    for (int64_t j0 = 0; j0 < ksub; j0 += 8 * G) {
+        v8f acc[P][G];
+        for (int p = 0; p < P; ++p)
+            for (int64_t g = 0; g < G; ++g) acc[p][g] = v8f{};
+        for (int64_t t = 0; t < dsub; ++t) {
+            const float* c = ct + t * ksub + j0;
+            v8f cv[G];
+            for (int64_t g = 0; g < G; ++g) cv[g] = load8(c + 8 * g);
+            for (int p = 0; p < P; ++p) {
+                const v8f xv = v8f{} + xs[p][t];
+                for (int64_t g = 0; g < G; ++g) {
+                    const v8f diff = xv - cv[g];
+                    if constexpr (Fused)
+                        acc[p][g] = fma8(diff, diff, acc[p][g]);
+                    else
+                        acc[p][g] += diff * diff;
+                }
+            }
+        }
+        for (int64_t g = 0; g < G; ++g) {
+            const v8i idx = lane + static_cast<int32_t>(j0 + 8 * g);
+            for (int p = 0; p < P; ++p) {
+                v8i take;
+                if constexpr (Fused)
+                    take = acc[p][g] <= bv[p];
+                else
+                    take = acc[p][g] < bv[p];
+                bv[p] = take ? acc[p][g] : bv[p];
+                bi[p] = take ? idx : bi[p];
+            }
+        }
+    }
+    for (int p = 0; p < P; ++p) {
+        if constexpr (Fused) {
+            *out[p] = bi[p][lowest_min_lane(bv[p])];
+        } else {
+            float mv = bv[p][0];
+            for (int l = 1; l < 8; ++l) mv = std::min(mv, bv[p][l]);
+            int32_t win = INT32_MAX;
+            for (int l = 0; l < 8; ++l) win = std::min(win, bv[p][l] == mv ? bi[p][l] : INT32_MAX);
+            *out[p] = win;
+        }
+    }
+}
+
 // Nearest centroid (first on ties) of each sub-vector: out[i * m + s]. Two vectors at a time.
 // ksub must be a multiple of 16 (PQ: 16 or 256).
 template <bool Fused>
 inline void assign_with(const float* x, int64_t n, int64_t dim, const float* ct, int64_t m,
                         int64_t ksub, int32_t* out) {
     const int64_t dsub = dim / m;
-    alignas(64) float dist[2 * 256];
-    auto argmin = [](const float* d, int64_t k) {
-        return Fused ? argmin_faiss_lanes(d, k) : argmin_first_any(d, k);
-    };
     int64_t i = 0;
     for (; i + 2 <= n; i += 2)
         for (int64_t s = 0; s < m; ++s) {
             const float* xs[2] = {x + i * dim + s * dsub, x + (i + 1) * dim + s * dsub};
+            int32_t* dst[2] = {out + i * m + s, out + (i + 1) * m + s};
             const float* cs = ct + s * dsub * ksub;
             if (ksub % 32 == 0)
-                l2_block<2, 4, Fused>(xs, cs, dsub, ksub, dist);
+                l2_argmin_block<2, 4, Fused>(xs, cs, dsub, ksub, dst);
             else
-                l2_block<2, 2, Fused>(xs, cs, dsub, ksub, dist);
-            out[i * m + s] = argmin(dist, ksub);
-            out[(i + 1) * m + s] = argmin(dist + ksub, ksub);
+                l2_argmin_block<2, 2, Fused>(xs, cs, dsub, ksub, dst);
         }
     for (; i < n; ++i)
         for (int64_t s = 0; s < m; ++s) {
             const float* xs[1] = {x + i * dim + s * dsub};
-            l2_block<1, 2, Fused>(xs, ct + s * dsub * ksub, dsub, ksub, dist);
-            out[i * m + s] = argmin(dist, ksub);
+            int32_t* dst[1] = {out + i * m + s};
+            l2_argmin_block<1, 2, Fused>(xs, ct + s * dsub * ksub, dsub, ksub, dst);
         }
 }
 
