@@ -1,0 +1,201 @@
+// MUVERA fixed dimensional encoding: the generic body of the per-cloud kernel, compiled once per
+// ISA tier (specs/fde.md is the definition; Google's graph-mining sketching/point_cloud is the
+// reference whose output this reproduces).
+//
+// Layout. Tokens are n rows of d float32. The FDE is R repetitions x B = 2^k partitions x p
+// coordinates, offset (r, b, j) = r*B*p + b*p + j; with a final projection it is count-sketched
+// to final_dim coordinates afterwards.
+//
+// Steps per cloud:
+//  1. SimHash sketch for all repetitions at once: S (n x R*k) = X . G, G the d x R*k matrix of
+//     the repetitions' Gaussian hyperplanes side by side. Every S[t, m] is a float32 sum over
+//     i = 0..d-1 in order with separate multiply and add (no contraction), so the sign bits are
+//     the same on every tier; the loop runs over m (contiguous), which is what the avx2/avx512
+//     tiers vectorise, four tokens at a time so each G row is loaded once per four tokens.
+//  2. Partition of token t in repetition r: the sign bits b_j = S[t, r*k+j] > 0 (strictly),
+//     hyperplane 0 the most significant bit, form a Gray code; the partition is its inverse
+//     (a prefix XOR), exactly Google's AppendToGrayCode fold.
+//  3. Aggregation in token order (bit-exactness with the reference needs that order):
+//     identity: block[b] += x_t (d floats, vectorised over coordinates, no reassociation);
+//     AMS: the raw tokens are summed per partition first, and each occupied partition's sum is
+//     projected once (a signed scatter of its d coordinates into p), which is the reference's
+//     "project every token, then sum" up to float rounding at n*d instead of n*d*p cost.
+//  4. Documents: blocks are divided by their counts (a float division, as the reference).
+//     Empty partitions, when filling: the token whose sign bits are Hamming-nearest to the
+//     partition's bit string (the Gray code of b), ties to the lowest token index. Tokens with
+//     equal bits tie, so only the first token of each occupied partition is a candidate: the
+//     search runs over the occupied partitions in order of first appearance (<= min(n, B)).
+//  5. Final projection: out[idx[i]] += sign[i] * fde[i] for i in order (sequential scatter).
+//
+// Integers: partitions are uint32 (k <= 30); counts are float32 like the reference's (exact up
+// to 2^24 tokens per cloud). No heap allocation and no library templates here: all scratch comes
+// from the caller (so nothing compiled with a wide tier's flags can be shared with baseline code).
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "common/dispatch.hpp"
+
+#ifndef EMBKERN_ISA_NS
+#error "EMBKERN_ISA_NS must name the tier namespace"
+#endif
+
+namespace embkern::cpu::EMBKERN_ISA_NS {
+
+// s (n x M) = x (n x d) . g (d x M), each element summed over i in order.
+inline void fde_sketch(const float* __restrict x, int64_t n, int64_t d, const float* __restrict g,
+                       int64_t M, float* __restrict s) {
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        float* __restrict s0 = s + t * M;
+        float* __restrict s1 = s0 + M;
+        float* __restrict s2 = s1 + M;
+        float* __restrict s3 = s2 + M;
+        for (int64_t m = 0; m < M; ++m) s0[m] = s1[m] = s2[m] = s3[m] = 0.0f;
+        const float* x0 = x + t * d;
+        for (int64_t i = 0; i < d; ++i) {
+            const float a0 = x0[i], a1 = x0[d + i], a2 = x0[2 * d + i], a3 = x0[3 * d + i];
+            const float* __restrict gi = g + i * M;
+            for (int64_t m = 0; m < M; ++m) {
+                const float gv = gi[m];
+                s0[m] = s0[m] + a0 * gv;
+                s1[m] = s1[m] + a1 * gv;
+                s2[m] = s2[m] + a2 * gv;
+                s3[m] = s3[m] + a3 * gv;
+            }
+        }
+    }
+    for (; t < n; ++t) {
+        float* __restrict s0 = s + t * M;
+        for (int64_t m = 0; m < M; ++m) s0[m] = 0.0f;
+        const float* x0 = x + t * d;
+        for (int64_t i = 0; i < d; ++i) {
+            const float a0 = x0[i];
+            const float* __restrict gi = g + i * M;
+            for (int64_t m = 0; m < M; ++m) s0[m] = s0[m] + a0 * gi[m];
+        }
+    }
+}
+
+// Inverse Gray code of the k sign bits (bit k-1 = hyperplane 0).
+inline uint32_t fde_partition(const float* s, int64_t k) {
+    uint32_t code = 0;
+    for (int64_t j = 0; j < k; ++j) code = (code << 1) | (s[j] > 0.0f ? 1u : 0u);
+    code ^= code >> 1;
+    code ^= code >> 2;
+    code ^= code >> 4;
+    code ^= code >> 8;
+    code ^= code >> 16;
+    return code;
+}
+
+// dst (p) = the AMS projection of v (d): dst[col[i]] += sign[i] * v[i], i in order.
+inline void fde_project(const float* __restrict v, int64_t d, const int32_t* __restrict col,
+                        const float* __restrict sign, float* __restrict dst, int64_t p) {
+    for (int64_t j = 0; j < p; ++j) dst[j] = 0.0f;
+    for (int64_t i = 0; i < d; ++i) dst[col[i]] = dst[col[i]] + sign[i] * v[i];
+}
+
+// True when every value is finite (an integer test on the exponent bits, so it vectorises).
+inline bool fde_all_finite(const float* x, int64_t count) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        uint32_t u;
+        std::memcpy(&u, x + i, sizeof u);
+        bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}
+
+// Encodes one cloud; false (and out untouched) when a token holds NaN or inf.
+inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float* out,
+                           float* work) {
+    const int64_t d = P.d, R = P.reps, k = P.k, p = P.p, B = int64_t(1) << k, M = R * k;
+    if (!fde_all_finite(x, n * d)) return false;
+    // scratch layout: see fde_work_floats
+    float* sketch = work;
+    int32_t* parts = reinterpret_cast<int32_t*>(sketch + n * M);
+    float* counts = reinterpret_cast<float*>(parts + n * R);
+    int32_t* first = reinterpret_cast<int32_t*>(counts + B);
+    int32_t* occ = first + B;
+    float* agg = reinterpret_cast<float*>(occ + B);
+    float* inner = P.ams ? agg + B * d : agg;
+    float* fde = P.final_dim > 0 ? inner : out;
+    const int64_t inner_dim = R * B * p;
+    for (int64_t i = 0; i < inner_dim; ++i) fde[i] = 0.0f;
+
+    if (k > 0) {
+        fde_sketch(x, n, d, P.gauss, M, sketch);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t r = 0; r < R; ++r)
+                parts[t * R + r] = static_cast<int32_t>(fde_partition(sketch + t * M + r * k, k));
+    } else {
+        for (int64_t t = 0; t < n * R; ++t) parts[t] = 0;
+    }
+
+    for (int64_t r = 0; r < R; ++r) {
+        float* blocks = fde + r * B * p;
+        const int32_t* col = P.ams ? P.ams_col + r * d : nullptr;
+        const float* sgn = P.ams ? P.ams_sign + r * d : nullptr;
+        for (int64_t b = 0; b < B; ++b) {
+            counts[b] = 0.0f;
+            first[b] = -1;
+        }
+        int64_t nocc = 0;
+        for (int64_t t = 0; t < n; ++t) {
+            const int32_t b = parts[t * R + r];
+            const float* __restrict xt = x + t * d;
+            if (first[b] < 0) {
+                first[b] = static_cast<int32_t>(t);
+                occ[nocc++] = b;
+                if (P.ams)
+                    for (int64_t i = 0; i < d; ++i) agg[b * d + i] = 0.0f;
+            }
+            float* __restrict dst = P.ams ? agg + b * d : blocks + b * p;
+            for (int64_t i = 0; i < d; ++i) dst[i] = dst[i] + xt[i];
+            counts[b] = counts[b] + 1.0f;
+        }
+        if (P.ams)
+            for (int64_t q = 0; q < nocc; ++q) {
+                const int64_t b = occ[q];
+                fde_project(agg + b * d, d, col, sgn, blocks + b * p, p);
+            }
+        if (!P.document) continue;
+        for (int64_t q = 0; q < nocc; ++q) {
+            const int64_t b = occ[q];
+            const float c = counts[b];
+            float* __restrict dst = blocks + b * p;
+            for (int64_t j = 0; j < p; ++j) dst[j] = dst[j] / c;
+        }
+        if (!P.fill || k == 0 || nocc == 0 || nocc == B) continue;
+        for (int64_t b = 0; b < B; ++b) {
+            if (first[b] >= 0) continue;
+            const uint32_t target = static_cast<uint32_t>(b ^ (b >> 1));
+            int best = 64;
+            int32_t tok = -1;
+            for (int64_t q = 0; q < nocc; ++q) {
+                const uint32_t o = static_cast<uint32_t>(occ[q]);
+                const int dist = __builtin_popcount((o ^ (o >> 1)) ^ target);
+                if (dist < best) {
+                    best = dist;
+                    tok = first[o];
+                }
+            }
+            const float* xt = x + static_cast<int64_t>(tok) * d;
+            if (P.ams)
+                fde_project(xt, d, col, sgn, blocks + b * p, p);
+            else
+                std::memcpy(blocks + b * p, xt, static_cast<size_t>(d) * sizeof(float));
+        }
+    }
+
+    if (P.final_dim > 0) {
+        for (int64_t j = 0; j < P.final_dim; ++j) out[j] = 0.0f;
+        for (int64_t i = 0; i < inner_dim; ++i) out[P.fp_idx[i]] = out[P.fp_idx[i]] + P.fp_sign[i] * fde[i];
+    }
+    return true;
+}
+
+inline void register_fde_generic(FdeKernels& t) { t.encode_f32 = fde_encode_f32; }
+
+}  // namespace embkern::cpu::EMBKERN_ISA_NS
