@@ -73,6 +73,7 @@ void register_fde(py::module_& m) {
               require(off[0] == 0 && off[batch] == x.shape(0), "offsets must run from 0 to the number of rows");
               for (int64_t c = 0; c < batch; ++c) require(off[c + 1] >= off[c], "offsets must not decrease");
               FdeParams P;
+              std::vector<float> gpad;
               P.d = d;
               P.reps = reps;
               P.k = k;
@@ -83,7 +84,12 @@ void register_fde(py::module_& m) {
               if (k > 0) {
                   require(gauss.ndim() == 2 && gauss.shape(0) == d && gauss.shape(1) == reps * k,
                           "gauss must be (dimension, reps * k)");
-                  P.gauss = gauss.data();
+                  P.gauss_ld = (reps * k + 15) / 16 * 16;
+                  gpad.assign(static_cast<size_t>(d * P.gauss_ld), 0.0f);
+                  for (int64_t i = 0; i < d; ++i)
+                      for (int64_t j = 0; j < reps * k; ++j)
+                          gpad[i * P.gauss_ld + j] = gauss.data()[i * reps * k + j];
+                  P.gauss = gpad.data();
               }
               if (ams) {
                   require(ams_col.size() == reps * d && ams_sign.size() == reps * d,

@@ -14,7 +14,8 @@ struct FdeParams {
     bool document = false;   // mean per partition (else sum)
     bool fill = false;       // documents only: empty partitions take the Hamming-nearest token
     bool ams = false;        // AMS sketch inner projection
-    const float* gauss = nullptr;      // d x (R * k), row i = coordinate i, column r * k + j
+    const float* gauss = nullptr;      // d x gauss_ld, row i = coordinate i, column r * k + j
+    int64_t gauss_ld = 0;              // R * k rounded up to a multiple of 16 (zero columns)
     const int32_t* ams_col = nullptr;  // R x d: output column of input coordinate i
     const float* ams_sign = nullptr;   // R x d: +1 / -1
     int64_t final_dim = 0;             // 0: no final projection
@@ -34,7 +35,7 @@ struct FdeKernels {
 // Scratch floats encode_f32 needs for a cloud of n tokens.
 inline int64_t fde_work_floats(const FdeParams& P, int64_t n) {
     const int64_t B = int64_t(1) << P.k;
-    int64_t w = n * P.reps * P.k;     // sketch
+    int64_t w = n * P.gauss_ld;       // sketch
     w += n * P.reps;                  // partition per (token, repetition), stored as int32
     w += B;                           // counts
     w += B;                           // first token per partition (int32)

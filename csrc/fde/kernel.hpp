@@ -42,39 +42,83 @@
 
 namespace embkern::cpu::EMBKERN_ISA_NS {
 
-// s (n x M) = x (n x d) . g (d x M), each element summed over i in order.
+// Eight float lanes with element-wise IEEE arithmetic (GCC vector extensions): ymm on the AVX
+// tiers, two xmm on the scalar x86 tier, two q registers on NEON. Lane l of a + b * c rounds
+// exactly as the scalar a + b * c (no contraction), so every tier gives the same bits.
+typedef float fde_v8f __attribute__((vector_size(32)));
+
+inline fde_v8f fde_load(const float* p) {
+    fde_v8f v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+inline void fde_store(float* p, fde_v8f v) { std::memcpy(p, &v, sizeof v); }
+
+// s (n x ld) = x (n x d) . g (d x ld), ld a multiple of 16 (the driver pads G with zero columns):
+// each element summed over i = 0..d-1 in order. Register tiles of 4 tokens x 16 columns: per i,
+// two G loads and four broadcasts feed eight independent multiply-add chains.
 inline void fde_sketch(const float* __restrict x, int64_t n, int64_t d, const float* __restrict g,
-                       int64_t M, float* __restrict s) {
+                       int64_t ld, float* __restrict s) {
     int64_t t = 0;
     for (; t + 4 <= n; t += 4) {
-        float* __restrict s0 = s + t * M;
-        float* __restrict s1 = s0 + M;
-        float* __restrict s2 = s1 + M;
-        float* __restrict s3 = s2 + M;
-        for (int64_t m = 0; m < M; ++m) s0[m] = s1[m] = s2[m] = s3[m] = 0.0f;
         const float* x0 = x + t * d;
-        for (int64_t i = 0; i < d; ++i) {
-            const float a0 = x0[i], a1 = x0[d + i], a2 = x0[2 * d + i], a3 = x0[3 * d + i];
-            const float* __restrict gi = g + i * M;
-            for (int64_t m = 0; m < M; ++m) {
-                const float gv = gi[m];
-                s0[m] = s0[m] + a0 * gv;
-                s1[m] = s1[m] + a1 * gv;
-                s2[m] = s2[m] + a2 * gv;
-                s3[m] = s3[m] + a3 * gv;
+        for (int64_t m = 0; m < ld; m += 16) {
+            fde_v8f a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
+            for (int64_t i = 0; i < d; ++i) {
+                const fde_v8f g0 = fde_load(g + i * ld + m), g1 = fde_load(g + i * ld + m + 8);
+                const float b0 = x0[i], b1 = x0[d + i], b2 = x0[2 * d + i], b3 = x0[3 * d + i];
+                a00 = a00 + b0 * g0;
+                a01 = a01 + b0 * g1;
+                a10 = a10 + b1 * g0;
+                a11 = a11 + b1 * g1;
+                a20 = a20 + b2 * g0;
+                a21 = a21 + b2 * g1;
+                a30 = a30 + b3 * g0;
+                a31 = a31 + b3 * g1;
             }
+            float* s0 = s + t * ld + m;
+            fde_store(s0, a00);
+            fde_store(s0 + 8, a01);
+            fde_store(s0 + ld, a10);
+            fde_store(s0 + ld + 8, a11);
+            fde_store(s0 + 2 * ld, a20);
+            fde_store(s0 + 2 * ld + 8, a21);
+            fde_store(s0 + 3 * ld, a30);
+            fde_store(s0 + 3 * ld + 8, a31);
         }
     }
     for (; t < n; ++t) {
-        float* __restrict s0 = s + t * M;
-        for (int64_t m = 0; m < M; ++m) s0[m] = 0.0f;
         const float* x0 = x + t * d;
-        for (int64_t i = 0; i < d; ++i) {
-            const float a0 = x0[i];
-            const float* __restrict gi = g + i * M;
-            for (int64_t m = 0; m < M; ++m) s0[m] = s0[m] + a0 * gi[m];
+        for (int64_t m = 0; m < ld; m += 16) {
+            fde_v8f a00 = {}, a01 = {};
+            for (int64_t i = 0; i < d; ++i) {
+                const float b0 = x0[i];
+                a00 = a00 + b0 * fde_load(g + i * ld + m);
+                a01 = a01 + b0 * fde_load(g + i * ld + m + 8);
+            }
+            fde_store(s + t * ld + m, a00);
+            fde_store(s + t * ld + m + 8, a01);
         }
     }
+}
+
+// dst[0..len) += src[0..len)
+inline void fde_add_row(float* __restrict dst, const float* __restrict src, int64_t len) {
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        fde_store(dst + i, fde_load(dst + i) + fde_load(src + i));
+        fde_store(dst + i + 8, fde_load(dst + i + 8) + fde_load(src + i + 8));
+    }
+    for (; i + 8 <= len; i += 8) fde_store(dst + i, fde_load(dst + i) + fde_load(src + i));
+    for (; i < len; ++i) dst[i] = dst[i] + src[i];
+}
+
+// dst[0..len) /= c (a true division, as the reference)
+inline void fde_div_row(float* __restrict dst, float c, int64_t len) {
+    int64_t i = 0;
+    const fde_v8f cv = fde_v8f{} + c;
+    for (; i + 8 <= len; i += 8) fde_store(dst + i, fde_load(dst + i) / cv);
+    for (; i < len; ++i) dst[i] = dst[i] / c;
 }
 
 // Inverse Gray code of the k sign bits (bit k-1 = hyperplane 0).
@@ -110,7 +154,7 @@ inline bool fde_all_finite(const float* x, int64_t count) {
 // Encodes one cloud; false (and out untouched) when a token holds NaN or inf.
 inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float* out,
                            float* work) {
-    const int64_t d = P.d, R = P.reps, k = P.k, p = P.p, B = int64_t(1) << k, M = R * k;
+    const int64_t d = P.d, R = P.reps, k = P.k, p = P.p, B = int64_t(1) << k, M = P.gauss_ld;
     if (!fde_all_finite(x, n * d)) return false;
     // scratch layout: see fde_work_floats
     float* sketch = work;
@@ -152,7 +196,7 @@ inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float*
                     for (int64_t i = 0; i < d; ++i) agg[b * d + i] = 0.0f;
             }
             float* __restrict dst = P.ams ? agg + b * d : blocks + b * p;
-            for (int64_t i = 0; i < d; ++i) dst[i] = dst[i] + xt[i];
+            fde_add_row(dst, xt, d);
             counts[b] = counts[b] + 1.0f;
         }
         if (P.ams)
@@ -165,7 +209,7 @@ inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float*
             const int64_t b = occ[q];
             const float c = counts[b];
             float* __restrict dst = blocks + b * p;
-            for (int64_t j = 0; j < p; ++j) dst[j] = dst[j] / c;
+            fde_div_row(dst, c, p);
         }
         if (!P.fill || k == 0 || nocc == 0 || nocc == B) continue;
         for (int64_t b = 0; b < B; ++b) {
