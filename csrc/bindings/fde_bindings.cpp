@@ -73,7 +73,8 @@ void register_fde(py::module_& m) {
               require(off[0] == 0 && off[batch] == x.shape(0), "offsets must run from 0 to the number of rows");
               for (int64_t c = 0; c < batch; ++c) require(off[c + 1] >= off[c], "offsets must not decrease");
               FdeParams P;
-              std::vector<float> gpad;
+              std::vector<float> gpad, osign;
+              std::vector<int32_t> ord, starts;
               P.d = d;
               P.reps = reps;
               P.k = k;
@@ -98,6 +99,24 @@ void register_fde(py::module_& m) {
                   for (int64_t i = 0; i < reps * d; ++i) require(c[i] >= 0 && c[i] < p, "ams column out of range");
                   P.ams_col = c;
                   P.ams_sign = ams_sign.data();
+                  // group each repetition's coordinates by output column (stable: ascending i)
+                  ord.resize(static_cast<size_t>(reps * d));
+                  osign.resize(static_cast<size_t>(reps * d));
+                  starts.assign(static_cast<size_t>(reps * (p + 1)), 0);
+                  for (int64_t r = 0; r < reps; ++r) {
+                      int32_t* st = starts.data() + r * (p + 1);
+                      for (int64_t i = 0; i < d; ++i) ++st[c[r * d + i] + 1];
+                      for (int64_t j = 0; j < p; ++j) st[j + 1] += st[j];
+                      std::vector<int32_t> fillpos(st, st + p);
+                      for (int64_t i = 0; i < d; ++i) {
+                          const int32_t pos = fillpos[c[r * d + i]]++;
+                          ord[r * d + pos] = static_cast<int32_t>(i);
+                          osign[r * d + pos] = ams_sign.data()[r * d + i];
+                      }
+                  }
+                  P.ams_order = ord.data();
+                  P.ams_osign = osign.data();
+                  P.ams_start = starts.data();
               }
               if (final_dim > 0) {
                   require(fp_idx.size() == P.inner_dim() && fp_sign.size() == P.inner_dim(),

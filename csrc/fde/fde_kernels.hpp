@@ -18,6 +18,12 @@ struct FdeParams {
     int64_t gauss_ld = 0;              // R * k rounded up to a multiple of 16 (zero columns)
     const int32_t* ams_col = nullptr;  // R x d: output column of input coordinate i
     const float* ams_sign = nullptr;   // R x d: +1 / -1
+    // The same hash grouped by output column (built by the driver): per repetition, the input
+    // coordinates of column c are ams_order[ams_start[c] .. ams_start[c + 1]) in ascending order,
+    // with their signs in ams_osign (same positions).
+    const int32_t* ams_order = nullptr;  // R x d
+    const float* ams_osign = nullptr;    // R x d
+    const int32_t* ams_start = nullptr;  // R x (p + 1)
     int64_t final_dim = 0;             // 0: no final projection
     const int32_t* fp_idx = nullptr;   // inner_dim: target coordinate of each FDE coordinate
     const float* fp_sign = nullptr;    // inner_dim: +1 / -1

@@ -133,11 +133,18 @@ inline uint32_t fde_partition(const float* s, int64_t k) {
     return code;
 }
 
-// dst (p) = the AMS projection of v (d): dst[col[i]] += sign[i] * v[i], i in order.
-inline void fde_project(const float* __restrict v, int64_t d, const int32_t* __restrict col,
-                        const float* __restrict sign, float* __restrict dst, int64_t p) {
-    for (int64_t j = 0; j < p; ++j) dst[j] = 0.0f;
-    for (int64_t i = 0; i < d; ++i) dst[col[i]] = dst[col[i]] + sign[i] * v[i];
+// dst (p) = the AMS projection of v (d): column c sums sign * v over its input coordinates in
+// ascending order -- the same additions, in the same order, as the scatter
+// dst[col[i]] += sign[i] * v[i] for i = 0..d-1, but each column's chain stays in a register
+// (the scatter's chains run through memory, a store-to-load forward per element).
+inline void fde_project(const float* __restrict v, const int32_t* __restrict order,
+                        const float* __restrict osign, const int32_t* __restrict start,
+                        float* __restrict dst, int64_t p) {
+    for (int64_t c = 0; c < p; ++c) {
+        float acc = 0.0f;
+        for (int32_t e = start[c]; e < start[c + 1]; ++e) acc = acc + osign[e] * v[order[e]];
+        dst[c] = acc;
+    }
 }
 
 // True when every value is finite (an integer test on the exponent bits, so it vectorises).
@@ -179,8 +186,9 @@ inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float*
 
     for (int64_t r = 0; r < R; ++r) {
         float* blocks = fde + r * B * p;
-        const int32_t* col = P.ams ? P.ams_col + r * d : nullptr;
-        const float* sgn = P.ams ? P.ams_sign + r * d : nullptr;
+        const int32_t* order = P.ams ? P.ams_order + r * d : nullptr;
+        const float* osign = P.ams ? P.ams_osign + r * d : nullptr;
+        const int32_t* start = P.ams ? P.ams_start + r * (p + 1) : nullptr;
         for (int64_t b = 0; b < B; ++b) {
             counts[b] = 0.0f;
             first[b] = -1;
@@ -202,7 +210,7 @@ inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float*
         if (P.ams)
             for (int64_t q = 0; q < nocc; ++q) {
                 const int64_t b = occ[q];
-                fde_project(agg + b * d, d, col, sgn, blocks + b * p, p);
+                fde_project(agg + b * d, order, osign, start, blocks + b * p, p);
             }
         if (!P.document) continue;
         for (int64_t q = 0; q < nocc; ++q) {
@@ -227,7 +235,7 @@ inline bool fde_encode_f32(const FdeParams& P, const float* x, int64_t n, float*
             }
             const float* xt = x + static_cast<int64_t>(tok) * d;
             if (P.ams)
-                fde_project(xt, d, col, sgn, blocks + b * p, p);
+                fde_project(xt, order, osign, start, blocks + b * p, p);
             else
                 std::memcpy(blocks + b * p, xt, static_cast<size_t>(d) * sizeof(float));
         }
