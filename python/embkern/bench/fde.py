@@ -94,11 +94,11 @@ _FASTEMBED = Peer("fastembed.Muvera", _fastembed, ("fastembed.postprocess.muvera
 
 CASES = [
     _case("documents_ams_10240", "documents, 128 tokens x 128 dims -> 10,240 dims (R=20, k=5, AMS 16, fill)",
-          {"quick": 100, "default": 400, "full": 2000}, True, True, 128, [_MUVERA]),
+          {"quick": 50, "default": 200, "full": 2000}, True, True, 128, [_MUVERA]),
     _case("queries_ams_10240", "queries, 32 tokens x 128 dims -> 10,240 dims (R=20, k=5, AMS 16)",
-          {"quick": 200, "default": 1000, "full": 1000}, True, False, 32, [_MUVERA]),
+          {"quick": 100, "default": 400, "full": 1000}, True, False, 32, [_MUVERA]),
     _case("documents_identity_81920", "documents, 128 tokens x 128 dims -> 81,920 dims (R=20, k=5, identity, fill)",
-          {"quick": 50, "default": 200, "full": 2000}, False, True, 128, [_MUVERA]),
+          {"quick": 20, "default": 80, "full": 2000}, False, True, 128, [_MUVERA]),
     _case("documents_vs_fastembed", "documents, 128 tokens x 128 dims -> 10,240 dims, vs fastembed's MUVERA",
-          {"quick": 10, "default": 40, "full": 200}, True, True, 128, [_FASTEMBED]),
+          {"quick": 8, "default": 20, "full": 200}, True, True, 128, [_FASTEMBED]),
 ]
