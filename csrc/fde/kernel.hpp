@@ -59,13 +59,16 @@ inline void fde_store(float* p, fde_v8f v) { std::memcpy(p, &v, sizeof v); }
 // two G loads and four broadcasts feed eight independent multiply-add chains.
 inline void fde_sketch(const float* __restrict x, int64_t n, int64_t d, const float* __restrict g,
                        int64_t ld, float* __restrict s) {
-    int64_t t = 0;
-    for (; t + 4 <= n; t += 4) {
-        const float* x0 = x + t * d;
-        for (int64_t m = 0; m < ld; m += 16) {
+    // Column chunks outside, tokens inside: a 16-column slice of G (d x 64 bytes) stays in L1
+    // while every token passes over it.
+    for (int64_t m = 0; m < ld; m += 16) {
+        const float* gm = g + m;
+        int64_t t = 0;
+        for (; t + 4 <= n; t += 4) {
+            const float* x0 = x + t * d;
             fde_v8f a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
             for (int64_t i = 0; i < d; ++i) {
-                const fde_v8f g0 = fde_load(g + i * ld + m), g1 = fde_load(g + i * ld + m + 8);
+                const fde_v8f g0 = fde_load(gm + i * ld), g1 = fde_load(gm + i * ld + 8);
                 const float b0 = x0[i], b1 = x0[d + i], b2 = x0[2 * d + i], b3 = x0[3 * d + i];
                 a00 = a00 + b0 * g0;
                 a01 = a01 + b0 * g1;
@@ -86,15 +89,13 @@ inline void fde_sketch(const float* __restrict x, int64_t n, int64_t d, const fl
             fde_store(s0 + 3 * ld, a30);
             fde_store(s0 + 3 * ld + 8, a31);
         }
-    }
-    for (; t < n; ++t) {
-        const float* x0 = x + t * d;
-        for (int64_t m = 0; m < ld; m += 16) {
+        for (; t < n; ++t) {
+            const float* x0 = x + t * d;
             fde_v8f a00 = {}, a01 = {};
             for (int64_t i = 0; i < d; ++i) {
                 const float b0 = x0[i];
-                a00 = a00 + b0 * fde_load(g + i * ld + m);
-                a01 = a01 + b0 * fde_load(g + i * ld + m + 8);
+                a00 = a00 + b0 * fde_load(gm + i * ld);
+                a01 = a01 + b0 * fde_load(gm + i * ld + 8);
             }
             fde_store(s + t * ld + m, a00);
             fde_store(s + t * ld + m + 8, a01);
