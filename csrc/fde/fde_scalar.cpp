@@ -1,8 +1,9 @@
-// fde kernels, scalar tier.
-#include "common/dispatch.hpp"
+// fde kernels, scalar tier: the generic body of kernel.hpp compiled with this tier's flags (the
+// sketch and the row adds are the loops that vectorise; see kernel.hpp).
+#include "fde/kernel.hpp"
 
 namespace embkern::cpu::EMBKERN_ISA_NS {
 
-void register_fde(FdeKernels& t) { (void)t; }
+void register_fde(FdeKernels& t) { register_fde_generic(t); }
 
 }  // namespace embkern::cpu::EMBKERN_ISA_NS
