@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from . import binary, pq
+from . import binary, fde, pq
 from ._dispatch import (
     cuda_available,
     cuda_status,
@@ -37,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "binary",
     "pq",
+    "fde",
     "pack_signs",
     "hamming_distance",
     "hamming_topk",
