@@ -138,31 +138,38 @@ inline v8f fma8(v8f a, v8f b, v8f c) {
 #endif
 }
 
+// Squared L2 distances of P sub-vectors to centroids j0 .. j0 + 8G - 1 (ct: [dsub][ksub]):
+// acc[p][g] lane l for centroid j0 + 8g + l. Fused: dimensions summed as a chain of FMAs, as
+// faiss encodes sub-vectors of 2, 4 or 8 dims. The P*G partial sums are independent chains, which
+// hides the add latency (each chain must sum dimensions in order, so the order cannot be split).
+template <int P, int64_t G, bool Fused>
+inline void l2_partial(const float* const* xs, const float* ct, int64_t dsub, int64_t ksub, int64_t j0,
+                       v8f (&acc)[P][G]) {
+    for (int p = 0; p < P; ++p)
+        for (int64_t g = 0; g < G; ++g) acc[p][g] = v8f{};
+    for (int64_t t = 0; t < dsub; ++t) {
+        const float* c = ct + t * ksub + j0;
+        v8f cv[G];
+        for (int64_t g = 0; g < G; ++g) cv[g] = load8(c + 8 * g);
+        for (int p = 0; p < P; ++p) {
+            const v8f xv = v8f{} + xs[p][t];
+            for (int64_t g = 0; g < G; ++g) {
+                const v8f diff = xv - cv[g];
+                if constexpr (Fused)
+                    acc[p][g] = fma8(diff, diff, acc[p][g]);
+                else
+                    acc[p][g] += diff * diff;
+            }
+        }
+    }
+}
+
 // Squared L2 distances of P sub-vectors (of one sub-space) to its ksub centroids: out[p][j].
-// Fused: dimensions summed as a chain of FMAs, as faiss encodes sub-vectors of 2, 4 or 8 dims.
-// Centroids go 8*G at a time; the P*G partial sums are independent chains, which hides the add
-// latency (each chain must sum dimensions in order, so the order cannot be split instead).
 template <int P, int64_t G, bool Fused>
 inline void l2_block(const float* const* xs, const float* ct, int64_t dsub, int64_t ksub, float* out) {
     for (int64_t j0 = 0; j0 < ksub; j0 += 8 * G) {
         v8f acc[P][G];
-        for (int p = 0; p < P; ++p)
-            for (int64_t g = 0; g < G; ++g) acc[p][g] = v8f{};
-        for (int64_t t = 0; t < dsub; ++t) {
-            const float* c = ct + t * ksub + j0;
-            v8f cv[G];
-            for (int64_t g = 0; g < G; ++g) cv[g] = load8(c + 8 * g);
-            for (int p = 0; p < P; ++p) {
-                const v8f xv = v8f{} + xs[p][t];
-                for (int64_t g = 0; g < G; ++g) {
-                    const v8f diff = xv - cv[g];
-                    if constexpr (Fused)
-                        acc[p][g] = fma8(diff, diff, acc[p][g]);
-                    else
-                        acc[p][g] += diff * diff;
-                }
-            }
-        }
+        l2_partial<P, G, Fused>(xs, ct, dsub, ksub, j0, acc);
         for (int p = 0; p < P; ++p)
             for (int64_t g = 0; g < G; ++g) store8(out + p * ksub + j0 + 8 * g, acc[p][g]);
     }
@@ -282,23 +289,7 @@ inline void l2_argmin_block(const float* const* xs, const float* ct, int64_t dsu
     }
     for (int64_t j0 = 0; j0 < ksub; j0 += 8 * G) {
         v8f acc[P][G];
-        for (int p = 0; p < P; ++p)
-            for (int64_t g = 0; g < G; ++g) acc[p][g] = v8f{};
-        for (int64_t t = 0; t < dsub; ++t) {
-            const float* c = ct + t * ksub + j0;
-            v8f cv[G];
-            for (int64_t g = 0; g < G; ++g) cv[g] = load8(c + 8 * g);
-            for (int p = 0; p < P; ++p) {
-                const v8f xv = v8f{} + xs[p][t];
-                for (int64_t g = 0; g < G; ++g) {
-                    const v8f diff = xv - cv[g];
-                    if constexpr (Fused)
-                        acc[p][g] = fma8(diff, diff, acc[p][g]);
-                    else
-                        acc[p][g] += diff * diff;
-                }
-            }
-        }
+        l2_partial<P, G, Fused>(xs, ct, dsub, ksub, j0, acc);
         for (int64_t g = 0; g < G; ++g) {
             const v8i idx = lane + static_cast<int32_t>(j0 + 8 * g);
             for (int p = 0; p < P; ++p) {
