@@ -1,6 +1,7 @@
 // pybind11 glue of the projection family: shape checks that keep a direct call from reading out of
 // bounds, GIL release, result allocation. embkern.projection validates first (values, ranges).
 #include <string>
+#include <vector>
 
 #include "bindings/arrays.hpp"
 #include "projection/projection.hpp"
@@ -28,14 +29,17 @@ void check_csr(const carray<int64_t>& ptr, const carray<int32_t>& ind, py::ssize
     require(ind.shape(0) == nvals, std::string(name) + ": indices and values must have equal length");
     const int64_t* p = ptr.data();
     require(p[0] >= 0 && p[rows] <= ind.shape(0), std::string(name) + ": indptr out of range");
-    for (int64_t r = 0; r < rows; ++r)
-        require(p[r] <= p[r + 1], std::string(name) + ": indptr must be non-decreasing");
+    bool sorted = true;
+    for (int64_t r = 0; r < rows; ++r) sorted &= p[r] <= p[r + 1];
+    require(sorted, std::string(name) + ": indptr must be non-decreasing");
 }
 
 void check_ids(const carray<int32_t>& ind, int64_t limit, const char* name) {
     const int32_t* p = ind.data();
-    for (py::ssize_t e = 0; e < ind.shape(0); ++e)
-        require(p[e] >= 0 && p[e] < limit, std::string(name) + ": column index out of range");
+    const uint32_t lim = static_cast<uint32_t>(limit);
+    bool ok = true;
+    for (py::ssize_t e = 0; e < ind.shape(0); ++e) ok &= static_cast<uint32_t>(p[e]) < lim;
+    require(ok, std::string(name) + ": column index out of range");
 }
 
 template <class T>
@@ -129,12 +133,14 @@ void register_projection(py::module_& m) {
         }
         check_csr(indptr, indices, wp ? w.shape(0) : indices.shape(0), n, "adjacency");
         check_ids(indices, n, "adjacency");
-        py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dim)});
+        const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dim)};
+        py::array_t<float> out(shape), work_a(shape);
+        py::array_t<float> work_b(iteration_weights.shape(0) > 0 ? shape : std::vector<py::ssize_t>{0, 0});
         {
             py::gil_scoped_release nogil;
             projection::fastrp(indptr.data(), indices.data(), wp, n, dim, node_scale.data(), seed,
                                iteration_weights.data(), iteration_weights.shape(0), self_influence,
-                               out.mutable_data());
+                               out.mutable_data(), work_a.mutable_data(), work_b.mutable_data());
         }
         return out;
     });

@@ -25,9 +25,10 @@ void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
 
 // FastRP (GDS semantics): out (n x dim) = self_influence * normalize(r) + sum_i w_i e^i with
 // e^0 = r (initial vectors, scaled by node_scale[u]) and e^i = normalize(A e^{i-1}).
-// Two n x dim work buffers besides out.
+// work: two n x dim buffers besides out (the caller allocates them, so numpy's huge-page
+// allocator serves all three).
 void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64_t n, int64_t dim,
             const double* node_scale, uint64_t seed, const float* iteration_weights, int64_t iters,
-            float self_influence, float* out);
+            float self_influence, float* out, float* work_a, float* work_b);
 
 }  // namespace embkern::projection

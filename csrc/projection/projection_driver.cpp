@@ -129,14 +129,15 @@ template void srp_sparse<double>(const int64_t*, const int32_t*, const double*, 
 
 void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64_t n, int64_t dim,
             const double* node_scale, uint64_t seed, const float* iteration_weights, int64_t iters,
-            float self_influence, float* out) {
+            float self_influence, float* out, float* work_a, float* work_b) {
     const uint64_t key = rng::stream_key(seed, 4);
     const int64_t nodes = 2048;
     const int64_t ntasks = ceil_div(n, nodes);
-    std::vector<float> prev(static_cast<size_t>(n * dim)), next;
+    float* prev = work_a;
+    float* next = work_b;
     parallel_for(ntasks, [&](int64_t t) {
         for (int64_t u = t * nodes; u < std::min(n, (t + 1) * nodes); ++u) {
-            float* r = prev.data() + u * dim;
+            float* r = prev + u * dim;
             float* o = out + u * dim;
             initial_vector(key, u, dim, node_scale[u], r);
             const float nrm = self_influence != 0.0f ? norm8(r, dim) : 0.0f;
@@ -145,13 +146,12 @@ void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64
         }
     });
     if (iters == 0) return;
-    next.resize(static_cast<size_t>(n * dim));
     auto step = kernels().projection.fastrp_propagate;
     for (int64_t i = 0; i < iters; ++i) {
         const float wi = iteration_weights[i];
         parallel_for(ntasks, [&](int64_t t) {
-            step(indptr, indices, w, t * nodes, std::min(n, (t + 1) * nodes), prev.data(), dim,
-                 next.data(), wi, out);
+            step(indptr, indices, w, t * nodes, std::min(n, (t + 1) * nodes), prev, dim, next, wi,
+                 out);
         });
         std::swap(prev, next);
     }
