@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -146,9 +147,80 @@ void csr_dense(const typename S::T* x, int64_t n, int64_t d, const int64_t* indp
     }
 }
 
+// FastRP propagation with the neighbour sums in registers: dim is cut into chunks of up to 64
+// floats (8 ymm accumulators) and the node's edge list is walked once per chunk (the second walk
+// finds the rows in L1). Per element the same chain as kernel.hpp (acc + w * x, or acc + x, in edge
+// order); the norm's 8 lanes are the 8 lanes of one vector; then a division per element.
+// _mm_prefetch pulls every line of the row 4 edges ahead on the first walk.
+template <int CN>
+inline void fastrp_chunk(const int32_t* ind, const float* w, int64_t e0, int64_t e1,
+                         const float* prev, int64_t dim, int64_t col, bool first, float* acc) {
+    constexpr int64_t kAhead = 4;
+    __m256 a[CN];
+    for (int q = 0; q < CN; ++q) a[q] = _mm256_setzero_ps();
+    for (int64_t e = e0; e < e1; ++e) {
+        if (first && e + kAhead < e1) {
+            const char* p = reinterpret_cast<const char*>(prev + static_cast<int64_t>(ind[e + kAhead]) * dim);
+            for (int64_t b = 0; b < dim * 4; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+        }
+        const float* pm = prev + static_cast<int64_t>(ind[e]) * dim + col;
+        if (w) {
+            const __m256 wv = _mm256_set1_ps(w[e]);
+            for (int q = 0; q < CN; ++q) a[q] = _mm256_add_ps(a[q], _mm256_mul_ps(wv, _mm256_loadu_ps(pm + 8 * q)));
+        } else {
+            for (int q = 0; q < CN; ++q) a[q] = _mm256_add_ps(a[q], _mm256_loadu_ps(pm + 8 * q));
+        }
+    }
+    for (int q = 0; q < CN; ++q) _mm256_storeu_ps(acc + col + 8 * q, a[q]);
+}
+
+inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, const float* w,
+                             int64_t u0, int64_t u1, const float* prev, int64_t dim, float* next,
+                             float wi, float* out) {
+    if (dim % 8 != 0) {
+        projection_generic::fastrp_propagate(indptr, indices, w, u0, u1, prev, dim, next, wi, out);
+        return;
+    }
+    std::vector<float> acc(static_cast<size_t>(dim));
+    const __m256 wiv = _mm256_set1_ps(wi);
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t e0 = indptr[u], e1 = indptr[u + 1];
+        for (int64_t col = 0; col < dim; col += 64) {
+            const bool first = col == 0;
+            switch (std::min<int64_t>(8, (dim - col) / 8)) {
+                case 8: fastrp_chunk<8>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 7: fastrp_chunk<7>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 6: fastrp_chunk<6>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 5: fastrp_chunk<5>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 4: fastrp_chunk<4>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 3: fastrp_chunk<3>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 2: fastrp_chunk<2>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                default: fastrp_chunk<1>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+            }
+        }
+        __m256 sv = _mm256_setzero_ps();
+        for (int64_t t = 0; t < dim; t += 8) {
+            const __m256 v = _mm256_loadu_ps(acc.data() + t);
+            sv = _mm256_add_ps(sv, _mm256_mul_ps(v, v));
+        }
+        alignas(32) float s[8];
+        _mm256_store_ps(s, sv);
+        const float nrm = std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+        float* nx = next + u * dim;
+        float* o = out + u * dim;
+        const __m256 nv = _mm256_set1_ps(nrm);
+        for (int64_t t = 0; t < dim; t += 8) {
+            const __m256 x = nrm > 0.0f ? _mm256_div_ps(_mm256_loadu_ps(acc.data() + t), nv) : _mm256_setzero_ps();
+            _mm256_storeu_ps(nx + t, x);
+            _mm256_storeu_ps(o + t, _mm256_add_ps(_mm256_loadu_ps(o + t), _mm256_mul_ps(wiv, x)));
+        }
+    }
+}
+
 inline void register_dense_avx2(ProjectionKernels& t) {
     t.csr_dense_f32 = &csr_dense<F32>;
     t.csr_dense_f64 = &csr_dense<F64>;
+    t.fastrp_propagate = &fastrp_propagate;
 }
 
 }  // namespace projection_avx2

@@ -81,13 +81,37 @@ void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
     const int64_t k = g.k;
     std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, srp::max_column(g))));
     std::vector<uint8_t> neg(idx.size());
+    std::vector<int64_t> hit;
+    // Binomial mode: column j is empty iff (hash >> 11) < ceil(cdf[0] 2^53) (the same test as
+    // u < cdf[0] in srp::column, on integers). A first branch-free pass keeps the entries whose
+    // column is not empty; only those are expanded, in stored order (empty columns add nothing,
+    // so the sums are the ones of the plain loop).
+    const bool skip = g.mode == 1;
+    const uint64_t empty_below = skip ? static_cast<uint64_t>(std::ceil(g.cdf[0] * 0x1p53)) : 0;
     for (int64_t r = 0; r < n; ++r) {
         T* y = out + r * k;
         for (int64_t i = 0; i < k; ++i) y[i] = T(0);
-        for (int64_t e = xptr[r]; e < xptr[r + 1]; ++e) {
-            const int64_t c = srp::column(g, keys, xind[e], idx.data(), neg.data());
-            const T v = xval[e];
-            for (int64_t q = 0; q < c; ++q) y[idx[q]] += v * (neg[q] ? -scale : scale);
+        const int64_t e0 = xptr[r], e1 = xptr[r + 1];
+        if (skip) {
+            hit.resize(static_cast<size_t>(e1 - e0));
+            int64_t m = 0;
+            for (int64_t e = e0; e < e1; ++e) {
+                const uint64_t h = srp::hash3(keys.count, static_cast<uint64_t>(static_cast<int64_t>(xind[e])), 0);
+                hit[static_cast<size_t>(m)] = e;
+                m += (h >> 11) >= empty_below;
+            }
+            for (int64_t q0 = 0; q0 < m; ++q0) {
+                const int64_t e = hit[static_cast<size_t>(q0)];
+                const int64_t c = srp::column(g, keys, xind[e], idx.data(), neg.data());
+                const T v = xval[e];
+                for (int64_t q = 0; q < c; ++q) y[idx[q]] += v * (neg[q] ? -scale : scale);
+            }
+        } else {
+            for (int64_t e = e0; e < e1; ++e) {
+                const int64_t c = srp::column(g, keys, xind[e], idx.data(), neg.data());
+                const T v = xval[e];
+                for (int64_t q = 0; q < c; ++q) y[idx[q]] += v * (neg[q] ? -scale : scale);
+            }
         }
     }
 }
