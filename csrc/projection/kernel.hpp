@@ -154,7 +154,45 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
     }
 }
 
+// The 8-lane norm of the design note.
+inline float norm8(const float* a, int64_t dim) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t d8 = dim - dim % 8;
+    for (int64_t t = 0; t < d8; t += 8)
+        for (int64_t l = 0; l < 8; ++l) s[l] = s[l] + a[t + l] * a[t + l];
+    for (int64_t t = d8; t < dim; ++t) s[t - d8] = s[t - d8] + a[t] * a[t];
+    return std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+}
+
+// Initial vectors: the 16-bit fields of the node's hashes are unpacked into a small array first
+// (low field first), so the select loop is a plain element-wise loop the vector tiers vectorise.
+inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const double* node_scale,
+                        float si, float* prev, float* out) {
+    const int64_t nh = (dim + 3) / 4;
+    std::vector<uint16_t> f(static_cast<size_t>(nh * 4));
+    const double base = std::sqrt(3.0 / static_cast<double>(dim));
+    for (int64_t u = u0; u < u1; ++u) {
+        for (int64_t t4 = 0; t4 < nh; ++t4) {
+            const uint64_t h = srp::hash3(key, static_cast<uint64_t>(u), static_cast<uint64_t>(t4));
+            for (int64_t s = 0; s < 4; ++s) f[t4 * 4 + s] = static_cast<uint16_t>(h >> (16 * s));
+        }
+        const float c = static_cast<float>(base * node_scale[u]);
+        float* r = prev + u * dim;
+        const uint16_t* fp = f.data();
+        for (int64_t t = 0; t < dim; ++t)
+            r[t] = fp[t] < srp::kInitPlus ? c : (fp[t] < srp::kInitMinus ? -c : 0.0f);
+        float* o = out + u * dim;
+        const float nrm = si != 0.0f ? norm8(r, dim) : 0.0f;
+        if (nrm > 0.0f) {
+            for (int64_t t = 0; t < dim; ++t) o[t] = si * (r[t] / nrm);
+        } else {
+            for (int64_t t = 0; t < dim; ++t) o[t] = 0.0f;
+        }
+    }
+}
+
 inline void register_projection_generic(ProjectionKernels& t) {
+    t.fastrp_init = &fastrp_init;
     t.csr_dense_f32 = &csr_dense<float>;
     t.csr_dense_f64 = &csr_dense<double>;
     t.csr_sparse_f32 = &csr_sparse<float>;

@@ -34,28 +34,6 @@ struct Kern<double> {
     static auto srp() { return kernels().projection.srp_sparse_f64; }
 };
 
-// Initial FastRP vector of node u into v (srp_rng.hpp), entries +-sqrt(3 / dim) * scale.
-void initial_vector(uint64_t key, int64_t u, int64_t dim, double scale, float* v) {
-    const float c = static_cast<float>(std::sqrt(3.0 / static_cast<double>(dim)) * scale);
-    for (int64_t t4 = 0; t4 * 4 < dim; ++t4) {
-        const uint64_t h = rng::hash3(key, static_cast<uint64_t>(u), static_cast<uint64_t>(t4));
-        for (int64_t s = 0; s < 4 && t4 * 4 + s < dim; ++s) {
-            const uint32_t b = static_cast<uint32_t>((h >> (16 * s)) & 0xFFFF);
-            v[t4 * 4 + s] = b < rng::kInitPlus ? c : (b < rng::kInitMinus ? -c : 0.0f);
-        }
-    }
-}
-
-// The 8-lane L2 norm of kernel.hpp (same folding order).
-float norm8(const float* a, int64_t dim) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const int64_t d8 = dim - dim % 8;
-    for (int64_t t = 0; t < d8; t += 8)
-        for (int64_t l = 0; l < 8; ++l) s[l] = s[l] + a[t + l] * a[t + l];
-    for (int64_t t = d8; t < dim; ++t) s[t - d8] = s[t - d8] + a[t] * a[t];
-    return std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-}
-
 }  // namespace
 
 void srp_counts(const SrpGen& g, int64_t d, int64_t* counts) {
@@ -135,15 +113,9 @@ void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64
     const int64_t ntasks = ceil_div(n, nodes);
     float* prev = work_a;
     float* next = work_b;
+    auto init = kernels().projection.fastrp_init;
     parallel_for(ntasks, [&](int64_t t) {
-        for (int64_t u = t * nodes; u < std::min(n, (t + 1) * nodes); ++u) {
-            float* r = prev + u * dim;
-            float* o = out + u * dim;
-            initial_vector(key, u, dim, node_scale[u], r);
-            const float nrm = self_influence != 0.0f ? norm8(r, dim) : 0.0f;
-            for (int64_t q = 0; q < dim; ++q)
-                o[q] = nrm > 0.0f ? self_influence * (r[q] / nrm) : 0.0f;
-        }
+        init(key, t * nodes, std::min(n, (t + 1) * nodes), dim, node_scale, self_influence, prev, out);
     });
     if (iters == 0) return;
     auto step = kernels().projection.fastrp_propagate;

@@ -43,6 +43,11 @@ struct ProjectionKernels {
                            const SrpGen& g, float scale, float* out);
     void (*srp_sparse_f64)(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n,
                            const SrpGen& g, double scale, double* out);
+    // FastRP start for nodes u in [u0, u1): prev[u] = initial vector (srp_rng.hpp, key = stream 4,
+    // entries +-float(sqrt(3 / dim) * node_scale[u])), out[u] = si * normalize(prev[u]) (zeros when
+    // si == 0 or the vector is zero).
+    void (*fastrp_init)(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const double* node_scale,
+                        float si, float* prev, float* out);
     // FastRP step for nodes u in [u0, u1): next[u] = normalize(sum_e w[e] * prev[indices[e]])
     // (edges of u in stored order; w null: plain sums), then out[u] += wi * next[u].
     void (*fastrp_propagate)(const int64_t* indptr, const int32_t* indices, const float* w,
