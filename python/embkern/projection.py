@@ -439,7 +439,7 @@ class SparseRandomProjection:
         k = self.n_components_
         if sparse:
             n = shape[0]
-            if self._explicit is None and _d.choose_backend(backend) == "cpu":
+            if self._explicit is None:
                 seed, k, mode, thr, cdf = self._gen_args()
                 fn = _d.kernel("projection", "srp_sparse", backend)
                 return fn(xptr, xind, xval, n, self.n_features_in_, seed, k, mode, thr, cdf,

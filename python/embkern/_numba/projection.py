@@ -125,17 +125,31 @@ def srp_columns(seed, d, k, mode, thr53, cdf):
 
 @njit(**_PJIT)
 def _csr_dense(x, indptr, indices, values, k, out):
-    n = x.shape[0]
-    nb = (n + 63) // 64
+    """16 rows at a time, transposed to [d][16] so one entry of C updates 16 rows (the compiled
+    kernels' layout; each lane is still the plain sequential sum of its row)."""
+    n, d = x.shape
+    L = 16
+    nb = (n + L - 1) // L
     zero = values.dtype.type(0)
     for b in prange(nb):
-        for r in range(b * 64, min(n, (b + 1) * 64)):
-            xr = x[r]
-            for i in range(k):
-                acc = zero
-                for e in range(indptr[i], indptr[i + 1]):
-                    acc = acc + xr[indices[e]] * values[e]
-                out[r, i] = acc
+        r0 = b * L
+        nl = min(L, n - r0)
+        xt = np.zeros((d, L), x.dtype)
+        for lane in range(nl):
+            xr = x[r0 + lane]
+            for j in range(d):
+                xt[j, lane] = xr[j]
+        acc = np.empty(L, x.dtype)
+        for i in range(k):
+            for lane in range(L):
+                acc[lane] = zero
+            for e in range(indptr[i], indptr[i + 1]):
+                v = values[e]
+                xj = xt[indices[e]]
+                for lane in range(L):
+                    acc[lane] = acc[lane] + xj[lane] * v
+            for lane in range(nl):
+                out[r0 + lane, i] = acc[lane]
 
 
 def csr_dense(x, indptr, indices, values, k):
@@ -164,11 +178,37 @@ def csr_sparse(xptr, xind, xval, n, cptr, cind, cval, k):
     return out
 
 
+@njit(**_PJIT)
+def _srp_sparse(xptr, xind, xval, n, seed, k, mode, thr53, cdf, scale, empty_below, out):
+    """The compiled srp_sparse: R's columns generated on the fly; in binomial mode a first pass
+    keeps the entries whose column is not empty (an integer test equal to u >= cdf[0])."""
+    kc = _stream_key(seed, 1)
+    kp = _stream_key(seed, 2)
+    ks = _stream_key(seed, 3)
+    room = max(k if mode == 0 else cdf.shape[0] - 1, 1)
+    nb = (n + _BLOCK - 1) // _BLOCK
+    for b in prange(nb):
+        idx = np.empty(room, np.int32)
+        neg = np.empty(room, np.uint8)
+        for r in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            y = out[r]
+            y[:] = 0
+            for e in range(xptr[r], xptr[r + 1]):
+                j = xind[e]
+                if mode == 1 and (_hash3(kc, j, 0) >> _S11) < empty_below:
+                    continue
+                c = _column(kc, kp, ks, k, mode, thr53, cdf, j, idx, neg)
+                v = xval[e]
+                for q in range(c):
+                    y[idx[q]] += v * (-scale if neg[q] else scale)
+
+
 def srp_sparse(xptr, xind, xval, n, d, seed, k, mode, thr53, cdf, scale):
-    cptr, cind, neg = srp_columns(seed, d, k, mode, thr53, cdf)
-    s = xval.dtype.type(scale)
-    cval = np.where(neg.astype(bool), -s, s).astype(xval.dtype)
-    return csr_sparse(xptr, xind, xval, n, cptr, cind, cval, k)
+    out = np.empty((n, k), xval.dtype)
+    empty_below = np.uint64(np.ceil(cdf[0] * 2.0**53)) if mode == 1 else np.uint64(0)
+    _srp_sparse(xptr, xind, xval, n, np.uint64(seed), k, mode, np.uint64(thr53), cdf,
+                xval.dtype.type(scale), empty_below, out)
+    return out
 
 
 @njit(inline="always", **_JIT)
