@@ -252,3 +252,46 @@ CASES = [
                 Peer("scipy", _scipy_peer, ("scipy",)),
                 Peer("fastrp (Rust, PyPI)", _rust_peer, ("fastrp",))]),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# FastRP peak memory (run in a fresh process: python -m embkern.bench.projection --memory N E)
+# ---------------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def fastrp_peak_memory(n: int, edges: int, dim: int = 128, backend: str = "cpu") -> Dict[str, Any]:
+    """Peak resident memory of one ``fastrp`` call beyond the graph, in units of one n x dim
+    float32 buffer (Linux: VmHWM is reset through /proc/self/clear_refs after the graph is built,
+    so C++ allocations count too)."""
+    import gc
+
+    g = _graph(np.random.default_rng(0), n, edges)
+    if backend == "numba":  # compile first, so the JIT's own memory is not counted
+        P.fastrp(_graph(np.random.default_rng(1), 100, 300), dim, backend=backend)
+    gc.collect()
+    base = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    out = P.fastrp(g, dim, backend=backend)
+    peak = _status_kib("VmHWM")
+    buf = n * dim * 4 / 1024
+    return {"n": n, "edges": edges, "dim": dim, "backend": backend,
+            "graph_MiB": (g.indptr.nbytes + g.indices.nbytes + g.data.nbytes) / 2**20,
+            "baseline_MiB": base / 1024, "peak_MiB": peak / 1024,
+            "extra_buffers": (peak - base) / buf, "out_shape": out.shape}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) >= 4 and sys.argv[1] == "--memory":
+        print(fastrp_peak_memory(int(sys.argv[2]), int(sys.argv[3]),
+                                 backend=sys.argv[4] if len(sys.argv) > 4 else "cpu"))
+    else:
+        print("usage: python -m embkern.bench.projection --memory N_NODES N_EDGES [cpu|numba]")
