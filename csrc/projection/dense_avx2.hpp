@@ -151,16 +151,19 @@ void csr_dense(const typename S::T* x, int64_t n, int64_t d, const int64_t* indp
 // floats (8 ymm accumulators) and the node's edge list is walked once per chunk (the second walk
 // finds the rows in L1). Per element the same chain as kernel.hpp (acc + w * x, or acc + x, in edge
 // order); the norm's 8 lanes are the 8 lanes of one vector; then a division per element.
-// _mm_prefetch pulls every line of the row 4 edges ahead on the first walk.
+// _mm_prefetch pulls every line of the row kFastrpAhead edges ahead on the first walk.
+constexpr int64_t kFastrpAhead = 10;
+
 template <int CN>
-inline void fastrp_chunk(const int32_t* ind, const float* w, int64_t e0, int64_t e1,
+inline void fastrp_chunk(const int32_t* ind, const float* w, int64_t e0, int64_t e1, int64_t e_end,
                          const float* prev, int64_t dim, int64_t col, bool first, float* acc) {
-    constexpr int64_t kAhead = 4;
     __m256 a[CN];
     for (int q = 0; q < CN; ++q) a[q] = _mm256_setzero_ps();
     for (int64_t e = e0; e < e1; ++e) {
-        if (first && e + kAhead < e1) {
-            const char* p = reinterpret_cast<const char*>(prev + static_cast<int64_t>(ind[e + kAhead]) * dim);
+        // Prefetch the row kFastrpAhead edges ahead in the task's edge range (the next nodes'
+        // edges follow in CSR order), so the gathers overlap DRAM latency across node boundaries.
+        if (first && e + kFastrpAhead < e_end) {
+            const char* p = reinterpret_cast<const char*>(prev + static_cast<int64_t>(ind[e + kFastrpAhead]) * dim);
             for (int64_t b = 0; b < dim * 4; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
         }
         const float* pm = prev + static_cast<int64_t>(ind[e]) * dim + col;
@@ -183,19 +186,20 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
     }
     std::vector<float> acc(static_cast<size_t>(dim));
     const __m256 wiv = _mm256_set1_ps(wi);
+    const int64_t e_end = indptr[u1];
     for (int64_t u = u0; u < u1; ++u) {
         const int64_t e0 = indptr[u], e1 = indptr[u + 1];
         for (int64_t col = 0; col < dim; col += 64) {
             const bool first = col == 0;
             switch (std::min<int64_t>(8, (dim - col) / 8)) {
-                case 8: fastrp_chunk<8>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                case 7: fastrp_chunk<7>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                case 6: fastrp_chunk<6>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                case 5: fastrp_chunk<5>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                case 4: fastrp_chunk<4>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                case 3: fastrp_chunk<3>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                case 2: fastrp_chunk<2>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
-                default: fastrp_chunk<1>(indices, w, e0, e1, prev, dim, col, first, acc.data()); break;
+                case 8: fastrp_chunk<8>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 7: fastrp_chunk<7>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 6: fastrp_chunk<6>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 5: fastrp_chunk<5>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 4: fastrp_chunk<4>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 3: fastrp_chunk<3>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 2: fastrp_chunk<2>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                default: fastrp_chunk<1>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
             }
         }
         __m256 sv = _mm256_setzero_ps();
