@@ -122,7 +122,7 @@ void register_projection(py::module_& m) {
                        const carray<float>& iteration_weights, float self_influence) {
         require(n >= 0 && dim >= 1, "n must be >= 0 and dim >= 1");
         require_ndim(node_scale, 1, "node_scale");
-        require(node_scale.shape(0) == n, "node_scale must have n entries");
+        require(node_scale.shape(0) == n || node_scale.shape(0) == 0, "node_scale must have n (or 0: all ones) entries");
         require_ndim(iteration_weights, 1, "iteration_weights");
         carray<float> w;
         const float* wp = nullptr;
@@ -138,7 +138,8 @@ void register_projection(py::module_& m) {
         py::array_t<float> work_b(iteration_weights.shape(0) > 0 ? shape : std::vector<py::ssize_t>{0, 0});
         {
             py::gil_scoped_release nogil;
-            projection::fastrp(indptr.data(), indices.data(), wp, n, dim, node_scale.data(), seed,
+            projection::fastrp(indptr.data(), indices.data(), wp, n, dim,
+                               node_scale.shape(0) ? node_scale.data() : nullptr, seed,
                                iteration_weights.data(), iteration_weights.shape(0), self_influence,
                                out.mutable_data(), work_a.mutable_data(), work_b.mutable_data());
         }

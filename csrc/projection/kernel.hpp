@@ -176,7 +176,7 @@ inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const
             const uint64_t h = srp::hash3(key, static_cast<uint64_t>(u), static_cast<uint64_t>(t4));
             for (int64_t s = 0; s < 4; ++s) f[t4 * 4 + s] = static_cast<uint16_t>(h >> (16 * s));
         }
-        const float c = static_cast<float>(base * node_scale[u]);
+        const float c = static_cast<float>(node_scale ? base * node_scale[u] : base);
         float* r = prev + u * dim;
         const uint16_t* fp = f.data();
         for (int64_t t = 0; t < dim; ++t)

@@ -44,7 +44,7 @@ struct ProjectionKernels {
     void (*srp_sparse_f64)(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n,
                            const SrpGen& g, double scale, double* out);
     // FastRP start for nodes u in [u0, u1): prev[u] = initial vector (srp_rng.hpp, key = stream 4,
-    // entries +-float(sqrt(3 / dim) * node_scale[u])), out[u] = si * normalize(prev[u]) (zeros when
+    // entries +-float(sqrt(3 / dim) * node_scale[u]); node_scale null: 1), out[u] = si * normalize(prev[u]) (zeros when
     // si == 0 or the vector is zero).
     void (*fastrp_init)(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const double* node_scale,
                         float si, float* prev, float* out);

@@ -545,9 +545,10 @@ def fastrp(adjacency: Any, dim: int = 128, *, iteration_weights: Sequence[float]
         raise ValueError("iteration_weights must not be empty unless self_influence != 0")
     seed = _seed_u64(seed)
     indptr, indices, w, n = _adjacency(adjacency)
-    deg = np.diff(indptr).astype(np.float64)
-    scale = np.ones(n, np.float64)
+    scale = np.zeros(0, np.float64)  # empty: every factor 1 (no O(n) buffer)
     if ns != 0.0:
+        deg = np.diff(indptr).astype(np.float64)
+        scale = np.ones(n, np.float64)
         nz = deg > 0
         scale[nz] = np.power(deg[nz], ns)
         if not np.isfinite(scale).all():

@@ -229,7 +229,7 @@ def _fastrp_init(n, dim, node_scale, seed, self_influence, prev, out):
     nb = (n + 2047) // 2048
     for b in prange(nb):
         for u in range(b * 2048, min(n, (b + 1) * 2048)):
-            c = np.float32(np.sqrt(3.0 / dim) * node_scale[u])
+            c = np.float32(np.sqrt(3.0 / dim) * node_scale[u]) if node_scale.shape[0] else np.float32(np.sqrt(3.0 / dim))
             r = prev[u]
             for t4 in range((dim + 3) // 4):
                 h = _hash3(key, u, t4)
