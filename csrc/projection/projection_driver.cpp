@@ -1,2 +1,132 @@
 // projection drivers: task splitting around the current tier's kernels (baseline target).
+#include "projection/projection.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
 #include "common/dispatch.hpp"
+#include "common/parallel.hpp"
+#include "projection/srp_rng.hpp"
+
+namespace embkern::projection {
+
+namespace {
+
+namespace rng = embkern::cpu::baseline::srp;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+constexpr int64_t kFeatureBlock = 8192;
+
+template <class T>
+struct Kern;
+template <>
+struct Kern<float> {
+    static auto dense() { return kernels().projection.csr_dense_f32; }
+    static auto sparse() { return kernels().projection.csr_sparse_f32; }
+    static auto srp() { return kernels().projection.srp_sparse_f32; }
+};
+template <>
+struct Kern<double> {
+    static auto dense() { return kernels().projection.csr_dense_f64; }
+    static auto sparse() { return kernels().projection.csr_sparse_f64; }
+    static auto srp() { return kernels().projection.srp_sparse_f64; }
+};
+
+}  // namespace
+
+void srp_counts(const SrpGen& g, int64_t d, int64_t* counts) {
+    const rng::Keys keys(g.seed);
+    parallel_for(ceil_div(d, kFeatureBlock), [&](int64_t t) {
+        std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, rng::max_column(g))));
+        std::vector<uint8_t> neg(idx.size());
+        for (int64_t j = t * kFeatureBlock; j < std::min(d, (t + 1) * kFeatureBlock); ++j)
+            counts[j] = rng::column(g, keys, j, idx.data(), neg.data());
+    });
+}
+
+void srp_fill(const SrpGen& g, int64_t d, const int64_t* indptr, int32_t* idx, uint8_t* neg) {
+    const rng::Keys keys(g.seed);
+    parallel_for(ceil_div(d, kFeatureBlock), [&](int64_t t) {
+        std::vector<int32_t> bi(static_cast<size_t>(std::max<int64_t>(1, rng::max_column(g))));
+        std::vector<uint8_t> bn(bi.size());
+        for (int64_t j = t * kFeatureBlock; j < std::min(d, (t + 1) * kFeatureBlock); ++j) {
+            const int64_t c = rng::column(g, keys, j, bi.data(), bn.data());
+            std::copy_n(bi.data(), c, idx + indptr[j]);
+            std::copy_n(bn.data(), c, neg + indptr[j]);
+        }
+    });
+}
+
+template <class T>
+void csr_dense(const T* x, int64_t n, int64_t d, const int64_t* indptr, const int32_t* indices,
+               const T* values, int64_t k, T* out) {
+    auto fn = Kern<T>::dense();
+    const int64_t rows = 128;
+    parallel_for(ceil_div(n, rows), [&](int64_t t) {
+        const int64_t r0 = t * rows;
+        fn(x + r0 * d, std::min(rows, n - r0), d, indptr, indices, values, k, out + r0 * k);
+    });
+}
+
+template <class T>
+void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
+                const int64_t* cptr, const int32_t* cind, const T* cval, int64_t k, T* out) {
+    auto fn = Kern<T>::sparse();
+    const int64_t rows = 1024;
+    parallel_for(ceil_div(n, rows), [&](int64_t t) {
+        const int64_t r0 = t * rows;
+        fn(xptr + r0, xind, xval, std::min(rows, n - r0), cptr, cind, cval, k, out + r0 * k);
+    });
+}
+
+template <class T>
+void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
+                const SrpGen& g, T scale, T* out) {
+    auto fn = Kern<T>::srp();
+    const int64_t rows = 1024;
+    parallel_for(ceil_div(n, rows), [&](int64_t t) {
+        const int64_t r0 = t * rows;
+        fn(xptr + r0, xind, xval, std::min(rows, n - r0), g, scale, out + r0 * g.k);
+    });
+}
+
+template void csr_dense<float>(const float*, int64_t, int64_t, const int64_t*, const int32_t*,
+                               const float*, int64_t, float*);
+template void csr_dense<double>(const double*, int64_t, int64_t, const int64_t*, const int32_t*,
+                                const double*, int64_t, double*);
+template void csr_sparse<float>(const int64_t*, const int32_t*, const float*, int64_t,
+                                const int64_t*, const int32_t*, const float*, int64_t, float*);
+template void csr_sparse<double>(const int64_t*, const int32_t*, const double*, int64_t,
+                                 const int64_t*, const int32_t*, const double*, int64_t, double*);
+template void srp_sparse<float>(const int64_t*, const int32_t*, const float*, int64_t,
+                                const SrpGen&, float, float*);
+template void srp_sparse<double>(const int64_t*, const int32_t*, const double*, int64_t,
+                                 const SrpGen&, double, double*);
+
+void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64_t n, int64_t dim,
+            const double* node_scale, uint64_t seed, const float* iteration_weights, int64_t iters,
+            float self_influence, float* out, float* work_a, float* work_b) {
+    const uint64_t key = rng::stream_key(seed, 4);
+    const int64_t nodes = 2048;
+    const int64_t ntasks = ceil_div(n, nodes);
+    float* prev = work_a;
+    float* next = work_b;
+    auto init = kernels().projection.fastrp_init;
+    parallel_for(ntasks, [&](int64_t t) {
+        init(key, t * nodes, std::min(n, (t + 1) * nodes), dim, node_scale, self_influence, prev, out);
+    });
+    if (iters == 0) return;
+    auto step = kernels().projection.fastrp_propagate;
+    for (int64_t i = 0; i < iters; ++i) {
+        const float wi = iteration_weights[i];
+        parallel_for(ntasks, [&](int64_t t) {
+            step(indptr, indices, w, t * nodes, std::min(n, (t + 1) * nodes), prev, dim, next, wi,
+                 out);
+        });
+        std::swap(prev, next);
+    }
+}
+
+}  // namespace embkern::projection

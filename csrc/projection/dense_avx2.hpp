@@ -1,0 +1,231 @@
+// csr_dense for the AVX2 and AVX-512 tiers, hand-written with AVX2 intrinsics (GCC 12 left the
+// 16-lane generic loop scalar). Same arithmetic as kernel.hpp lane for lane: per C entry, a
+// broadcast of the value, one multiply and one add per 8 (float) or 4 (double) rows, in C's stored
+// order (no FMA), so results equal the scalar tier's bits.
+//   _mm256_set1_ps / _pd   broadcast the entry's value
+//   _mm256_mul_ps, _add_ps acc = acc + x * v (two roundings, as the scalar tier)
+// Two components are accumulated at once (four independent chains per 16 rows) to hide the add
+// latency; each component's chain still runs over its own entries in order.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "projection/kernel.hpp"
+
+namespace embkern::cpu::EMBKERN_ISA_NS {
+namespace projection_avx2 {
+
+constexpr int64_t kLanes = projection_generic::kLanes;  // 16 rows per block
+
+// Transposes rows [r0, r0 + nl) of x into xt[j][16] (missing rows zero): 8 x 8 (float) or
+// 4 x 4 (double) register transposes (unpack / shuffle / permute2f128), scalar column tail.
+inline void transpose_tile(const float* const* rows, int64_t j, float* dst) {
+    __m256 r[8], t[8];
+    for (int q = 0; q < 8; ++q) r[q] = _mm256_loadu_ps(rows[q] + j);
+    for (int q = 0; q < 4; ++q) {
+        t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+    }
+    // t0 = a0 b0 a1 b1 | a4 b4 a5 b5, t1 = a2 b2 a3 b3 | a6 b6 a7 b7, t2/t3 likewise for c, d ...
+    __m256 u[8];
+    u[0] = _mm256_shuffle_ps(t[0], t[2], 0x44);  // a0 b0 c0 d0 | a4 b4 c4 d4
+    u[1] = _mm256_shuffle_ps(t[0], t[2], 0xEE);  // a1 b1 c1 d1 | a5 ...
+    u[2] = _mm256_shuffle_ps(t[1], t[3], 0x44);  // a2 ...      | a6 ...
+    u[3] = _mm256_shuffle_ps(t[1], t[3], 0xEE);  // a3 ...      | a7 ...
+    u[4] = _mm256_shuffle_ps(t[4], t[6], 0x44);  // e0 f0 g0 h0 | e4 ...
+    u[5] = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+    u[6] = _mm256_shuffle_ps(t[5], t[7], 0x44);
+    u[7] = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+    for (int q = 0; q < 4; ++q) {
+        _mm256_storeu_ps(dst + q * kLanes, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
+        _mm256_storeu_ps(dst + (q + 4) * kLanes, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
+    }
+}
+
+inline void transpose_tile(const double* const* rows, int64_t j, double* dst) {
+    __m256d r[4];
+    for (int q = 0; q < 4; ++q) r[q] = _mm256_loadu_pd(rows[q] + j);
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]);  // a0 b0 | a2 b2
+    const __m256d t1 = _mm256_unpackhi_pd(r[0], r[1]);  // a1 b1 | a3 b3
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]);
+    const __m256d t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    _mm256_storeu_pd(dst + 0 * kLanes, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + 1 * kLanes, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * kLanes, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * kLanes, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+
+template <class T>
+inline void transpose_block(const T* x, int64_t r0, int64_t nl, int64_t d, T* xt,
+                            const T* zeros) {
+    constexpr int64_t W = 32 / sizeof(T);  // rows (and columns) per register tile
+    const T* rows[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) rows[l] = l < nl ? x + (r0 + l) * d : zeros;
+    const int64_t dw = d - d % W;
+    for (int64_t j = 0; j < dw; j += W)
+        for (int64_t g = 0; g < kLanes; g += W) transpose_tile(rows + g, j, xt + j * kLanes + g);
+    for (int64_t j = dw; j < d; ++j)
+        for (int64_t l = 0; l < kLanes; ++l) xt[j * kLanes + l] = rows[l][j];
+}
+
+struct F32 {
+    using T = float;
+    using V = __m256;
+    static constexpr int W = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(T v) { return _mm256_set1_ps(v); }
+    static V load(const T* p) { return _mm256_loadu_ps(p); }
+    static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
+    static V madd(V acc, V x, V v) { return _mm256_add_ps(acc, _mm256_mul_ps(x, v)); }
+};
+struct F64 {
+    using T = double;
+    using V = __m256d;
+    static constexpr int W = 4;
+    static V zero() { return _mm256_setzero_pd(); }
+    static V set1(T v) { return _mm256_set1_pd(v); }
+    static V load(const T* p) { return _mm256_loadu_pd(p); }
+    static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
+    static V madd(V acc, V x, V v) { return _mm256_add_pd(acc, _mm256_mul_pd(x, v)); }
+};
+
+template <class S>
+void csr_dense(const typename S::T* x, int64_t n, int64_t d, const int64_t* indptr,
+               const int32_t* indices, const typename S::T* values, int64_t k, typename S::T* out) {
+    using T = typename S::T;
+    using V = typename S::V;
+    constexpr int NV = kLanes / S::W;  // vectors per 16 rows
+    std::vector<T> xt(static_cast<size_t>(d * kLanes));
+    const std::vector<T> zeros(static_cast<size_t>(d), T(0));
+    alignas(64) T buf[2][kLanes];
+    for (int64_t r0 = 0; r0 < n; r0 += kLanes) {
+        const int64_t nl = std::min(kLanes, n - r0);
+        transpose_block(x, r0, nl, d, xt.data(), zeros.data());
+        const T* xb = xt.data();
+        for (int64_t i = 0; i < k; i += 2) {
+            const bool two = i + 1 < k;
+            V a[NV], b[NV];
+            for (int q = 0; q < NV; ++q) a[q] = b[q] = S::zero();
+            int64_t ea = indptr[i];
+            const int64_t ea1 = indptr[i + 1];
+            int64_t eb = two ? indptr[i + 1] : 0;
+            const int64_t eb1 = two ? indptr[i + 2] : 0;
+            while (ea < ea1 && eb < eb1) {
+                const V va = S::set1(values[ea]), vb = S::set1(values[eb]);
+                const T* pa = xb + static_cast<int64_t>(indices[ea]) * kLanes;
+                const T* pb = xb + static_cast<int64_t>(indices[eb]) * kLanes;
+                for (int q = 0; q < NV; ++q) {
+                    a[q] = S::madd(a[q], S::load(pa + q * S::W), va);
+                    b[q] = S::madd(b[q], S::load(pb + q * S::W), vb);
+                }
+                ++ea;
+                ++eb;
+            }
+            for (; ea < ea1; ++ea) {
+                const V va = S::set1(values[ea]);
+                const T* pa = xb + static_cast<int64_t>(indices[ea]) * kLanes;
+                for (int q = 0; q < NV; ++q) a[q] = S::madd(a[q], S::load(pa + q * S::W), va);
+            }
+            for (; eb < eb1; ++eb) {
+                const V vb = S::set1(values[eb]);
+                const T* pb = xb + static_cast<int64_t>(indices[eb]) * kLanes;
+                for (int q = 0; q < NV; ++q) b[q] = S::madd(b[q], S::load(pb + q * S::W), vb);
+            }
+            for (int q = 0; q < NV; ++q) {
+                S::store(buf[0] + q * S::W, a[q]);
+                S::store(buf[1] + q * S::W, b[q]);
+            }
+            for (int64_t l = 0; l < nl; ++l) {
+                out[(r0 + l) * k + i] = buf[0][l];
+                if (two) out[(r0 + l) * k + i + 1] = buf[1][l];
+            }
+        }
+    }
+}
+
+// FastRP propagation with the neighbour sums in registers: dim is cut into chunks of up to 64
+// floats (8 ymm accumulators) and the node's edge list is walked once per chunk (the second walk
+// finds the rows in L1). Per element the same chain as kernel.hpp (acc + w * x, or acc + x, in edge
+// order); the norm's 8 lanes are the 8 lanes of one vector; then a division per element.
+// _mm_prefetch pulls every line of the row kFastrpAhead edges ahead on the first walk.
+constexpr int64_t kFastrpAhead = 10;
+
+template <int CN>
+inline void fastrp_chunk(const int32_t* ind, const float* w, int64_t e0, int64_t e1, int64_t e_end,
+                         const float* prev, int64_t dim, int64_t col, bool first, float* acc) {
+    __m256 a[CN];
+    for (int q = 0; q < CN; ++q) a[q] = _mm256_setzero_ps();
+    for (int64_t e = e0; e < e1; ++e) {
+        // Prefetch the row kFastrpAhead edges ahead in the task's edge range (the next nodes'
+        // edges follow in CSR order), so the gathers overlap DRAM latency across node boundaries.
+        if (first && e + kFastrpAhead < e_end) {
+            const char* p = reinterpret_cast<const char*>(prev + static_cast<int64_t>(ind[e + kFastrpAhead]) * dim);
+            for (int64_t b = 0; b < dim * 4; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+        }
+        const float* pm = prev + static_cast<int64_t>(ind[e]) * dim + col;
+        if (w) {
+            const __m256 wv = _mm256_set1_ps(w[e]);
+            for (int q = 0; q < CN; ++q) a[q] = _mm256_add_ps(a[q], _mm256_mul_ps(wv, _mm256_loadu_ps(pm + 8 * q)));
+        } else {
+            for (int q = 0; q < CN; ++q) a[q] = _mm256_add_ps(a[q], _mm256_loadu_ps(pm + 8 * q));
+        }
+    }
+    for (int q = 0; q < CN; ++q) _mm256_storeu_ps(acc + col + 8 * q, a[q]);
+}
+
+inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, const float* w,
+                             int64_t u0, int64_t u1, const float* prev, int64_t dim, float* next,
+                             float wi, float* out) {
+    if (dim % 8 != 0) {
+        projection_generic::fastrp_propagate(indptr, indices, w, u0, u1, prev, dim, next, wi, out);
+        return;
+    }
+    std::vector<float> acc(static_cast<size_t>(dim));
+    const __m256 wiv = _mm256_set1_ps(wi);
+    const int64_t e_end = indptr[u1];
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t e0 = indptr[u], e1 = indptr[u + 1];
+        for (int64_t col = 0; col < dim; col += 64) {
+            const bool first = col == 0;
+            switch (std::min<int64_t>(8, (dim - col) / 8)) {
+                case 8: fastrp_chunk<8>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 7: fastrp_chunk<7>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 6: fastrp_chunk<6>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 5: fastrp_chunk<5>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 4: fastrp_chunk<4>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 3: fastrp_chunk<3>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                case 2: fastrp_chunk<2>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+                default: fastrp_chunk<1>(indices, w, e0, e1, e_end, prev, dim, col, first, acc.data()); break;
+            }
+        }
+        __m256 sv = _mm256_setzero_ps();
+        for (int64_t t = 0; t < dim; t += 8) {
+            const __m256 v = _mm256_loadu_ps(acc.data() + t);
+            sv = _mm256_add_ps(sv, _mm256_mul_ps(v, v));
+        }
+        alignas(32) float s[8];
+        _mm256_store_ps(s, sv);
+        const float nrm = std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+        float* nx = next + u * dim;
+        float* o = out + u * dim;
+        const __m256 nv = _mm256_set1_ps(nrm);
+        for (int64_t t = 0; t < dim; t += 8) {
+            const __m256 x = nrm > 0.0f ? _mm256_div_ps(_mm256_loadu_ps(acc.data() + t), nv) : _mm256_setzero_ps();
+            _mm256_storeu_ps(nx + t, x);
+            _mm256_storeu_ps(o + t, _mm256_add_ps(_mm256_loadu_ps(o + t), _mm256_mul_ps(wiv, x)));
+        }
+    }
+}
+
+inline void register_dense_avx2(ProjectionKernels& t) {
+    t.csr_dense_f32 = &csr_dense<F32>;
+    t.csr_dense_f64 = &csr_dense<F64>;
+    t.fastrp_propagate = &fastrp_propagate;
+}
+
+}  // namespace projection_avx2
+}  // namespace embkern::cpu::EMBKERN_ISA_NS

@@ -1,0 +1,206 @@
+// Projection family: the generic kernels, compiled once per ISA tier (included by every
+// projection_<tier>.cpp inside namespace embkern::cpu::<tier>).
+//
+// Design note
+// * Dense rows times a sparse matrix (csr_dense): x @ C^T with C in CSR (k x d). Rows are taken
+//   kLanes = 16 at a time and transposed into a [d][16] block, so one stored entry of C (column
+//   j, value v) updates 16 rows with two 8-wide multiply/add pairs: acc[l] = acc[l] + x[l][j] * v.
+//   Every lane is a plain sequential sum over C's row in stored order, with separate multiply and
+//   add (-ffp-contract=off), so the scalar tier, the vector tiers and the Numba fallback (one row
+//   at a time, the same operations) give identical bits, for any thread count.
+// * Sparse rows (csr_sparse, srp_sparse): out[r] = 0, then for each stored entry (j, v) of row r,
+//   for each entry (i, c) of Ct's row j: out[r, i] += v * c. srp_sparse generates Ct's row j
+//   (= column j of R, values +-scale) on the fly from the seed (srp_rng.hpp), so no table of
+//   n_features entries is touched; in the default binomial mode most columns of a very sparse R
+//   are empty and cost one hash. Same numbers as csr_sparse on the generated table.
+// * FastRP propagation: for each node, the sum of its neighbours' rows (times the edge weight
+//   when there are weights) in edge order, L2-normalised: the sum of squares is taken in 8
+//   fixed lanes (lane t % 8), folded ((0+1)+(2+3))+((4+5)+(6+7)), sqrt, then each entry divided
+//   by the norm (a zero vector stays zero). Neighbour rows are prefetched a few edges ahead:
+//   the gathers from an n x dim state that does not fit in cache are the whole cost.
+// Accumulators are T (float for float32 inputs, double for float64); counts and offsets int64.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common/dispatch.hpp"
+#include "projection/srp_rng.hpp"
+
+namespace embkern::cpu::EMBKERN_ISA_NS {
+namespace projection_generic {
+
+constexpr int64_t kLanes = 16;
+
+template <class T>
+void csr_dense(const T* x, int64_t n, int64_t d, const int64_t* indptr, const int32_t* indices,
+               const T* values, int64_t k, T* out) {
+    std::vector<T> xt(static_cast<size_t>(d * kLanes));
+    for (int64_t r0 = 0; r0 < n; r0 += kLanes) {
+        const int64_t nl = std::min(kLanes, n - r0);
+        for (int64_t l = 0; l < kLanes; ++l) {
+            if (l < nl) {
+                const T* row = x + (r0 + l) * d;
+                for (int64_t j = 0; j < d; ++j) xt[j * kLanes + l] = row[j];
+            } else {
+                for (int64_t j = 0; j < d; ++j) xt[j * kLanes + l] = T(0);
+            }
+        }
+        for (int64_t i = 0; i < k; ++i) {
+            T acc[kLanes];
+            for (int64_t l = 0; l < kLanes; ++l) acc[l] = T(0);
+            for (int64_t e = indptr[i]; e < indptr[i + 1]; ++e) {
+                const T v = values[e];
+                const T* xr = xt.data() + static_cast<int64_t>(indices[e]) * kLanes;
+                for (int64_t l = 0; l < kLanes; ++l) acc[l] = acc[l] + xr[l] * v;
+            }
+            for (int64_t l = 0; l < nl; ++l) out[(r0 + l) * k + i] = acc[l];
+        }
+    }
+}
+
+template <class T>
+void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
+                const int64_t* cptr, const int32_t* cind, const T* cval, int64_t k, T* out) {
+    for (int64_t r = 0; r < n; ++r) {
+        T* y = out + r * k;
+        for (int64_t i = 0; i < k; ++i) y[i] = T(0);
+        for (int64_t e = xptr[r]; e < xptr[r + 1]; ++e) {
+            const int64_t j = xind[e];
+            const T v = xval[e];
+            for (int64_t c = cptr[j]; c < cptr[j + 1]; ++c) y[cind[c]] += v * cval[c];
+        }
+    }
+}
+
+template <class T>
+void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
+                const SrpGen& g, T scale, T* out) {
+    const srp::Keys keys(g.seed);
+    const int64_t k = g.k;
+    std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, srp::max_column(g))));
+    std::vector<uint8_t> neg(idx.size());
+    std::vector<int64_t> hit;
+    // Binomial mode: column j is empty iff (hash >> 11) < ceil(cdf[0] 2^53) (the same test as
+    // u < cdf[0] in srp::column, on integers). A first branch-free pass keeps the entries whose
+    // column is not empty; only those are expanded, in stored order (empty columns add nothing,
+    // so the sums are the ones of the plain loop).
+    const bool skip = g.mode == 1;
+    const uint64_t empty_below = skip ? static_cast<uint64_t>(std::ceil(g.cdf[0] * 0x1p53)) : 0;
+    for (int64_t r = 0; r < n; ++r) {
+        T* y = out + r * k;
+        for (int64_t i = 0; i < k; ++i) y[i] = T(0);
+        const int64_t e0 = xptr[r], e1 = xptr[r + 1];
+        if (skip) {
+            hit.resize(static_cast<size_t>(e1 - e0));
+            int64_t m = 0;
+            for (int64_t e = e0; e < e1; ++e) {
+                const uint64_t h = srp::hash3(keys.count, static_cast<uint64_t>(static_cast<int64_t>(xind[e])), 0);
+                hit[static_cast<size_t>(m)] = e;
+                m += (h >> 11) >= empty_below;
+            }
+            for (int64_t q0 = 0; q0 < m; ++q0) {
+                const int64_t e = hit[static_cast<size_t>(q0)];
+                const int64_t c = srp::column(g, keys, xind[e], idx.data(), neg.data());
+                const T v = xval[e];
+                for (int64_t q = 0; q < c; ++q) y[idx[q]] += v * (neg[q] ? -scale : scale);
+            }
+        } else {
+            for (int64_t e = e0; e < e1; ++e) {
+                const int64_t c = srp::column(g, keys, xind[e], idx.data(), neg.data());
+                const T v = xval[e];
+                for (int64_t q = 0; q < c; ++q) y[idx[q]] += v * (neg[q] ? -scale : scale);
+            }
+        }
+    }
+}
+
+inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, const float* w,
+                             int64_t u0, int64_t u1, const float* prev, int64_t dim, float* next,
+                             float wi, float* out) {
+    constexpr int64_t kAhead = 4;
+    std::vector<float> acc(static_cast<size_t>(dim));
+    for (int64_t u = u0; u < u1; ++u) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        const int64_t e0 = indptr[u], e1 = indptr[u + 1];
+        for (int64_t e = e0; e < e1; ++e) {
+            if (e + kAhead < e1) {
+                const char* p = reinterpret_cast<const char*>(prev + static_cast<int64_t>(indices[e + kAhead]) * dim);
+                for (int64_t b = 0; b < dim * 4; b += 64) __builtin_prefetch(p + b);
+            }
+            const float* pm = prev + static_cast<int64_t>(indices[e]) * dim;
+            if (w) {
+                const float wv = w[e];
+                for (int64_t t = 0; t < dim; ++t) acc[t] = acc[t] + wv * pm[t];
+            } else {
+                for (int64_t t = 0; t < dim; ++t) acc[t] = acc[t] + pm[t];
+            }
+        }
+        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const int64_t d8 = dim - dim % 8;
+        for (int64_t t = 0; t < d8; t += 8)
+            for (int64_t l = 0; l < 8; ++l) s[l] = s[l] + acc[t + l] * acc[t + l];
+        for (int64_t t = d8; t < dim; ++t) s[t - d8] = s[t - d8] + acc[t] * acc[t];
+        const float nrm = std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+        float* nx = next + u * dim;
+        float* o = out + u * dim;
+        if (nrm > 0.0f) {
+            for (int64_t t = 0; t < dim; ++t) nx[t] = acc[t] / nrm;
+        } else {
+            for (int64_t t = 0; t < dim; ++t) nx[t] = 0.0f;
+        }
+        for (int64_t t = 0; t < dim; ++t) o[t] = o[t] + wi * nx[t];
+    }
+}
+
+// The 8-lane norm of the design note.
+inline float norm8(const float* a, int64_t dim) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int64_t d8 = dim - dim % 8;
+    for (int64_t t = 0; t < d8; t += 8)
+        for (int64_t l = 0; l < 8; ++l) s[l] = s[l] + a[t + l] * a[t + l];
+    for (int64_t t = d8; t < dim; ++t) s[t - d8] = s[t - d8] + a[t] * a[t];
+    return std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+}
+
+// Initial vectors: the 16-bit fields of the node's hashes are unpacked into a small array first
+// (low field first), so the select loop is a plain element-wise loop the vector tiers vectorise.
+inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const double* node_scale,
+                        float si, float* prev, float* out) {
+    const int64_t nh = (dim + 3) / 4;
+    std::vector<uint16_t> f(static_cast<size_t>(nh * 4));
+    const double base = std::sqrt(3.0 / static_cast<double>(dim));
+    for (int64_t u = u0; u < u1; ++u) {
+        for (int64_t t4 = 0; t4 < nh; ++t4) {
+            const uint64_t h = srp::hash3(key, static_cast<uint64_t>(u), static_cast<uint64_t>(t4));
+            for (int64_t s = 0; s < 4; ++s) f[t4 * 4 + s] = static_cast<uint16_t>(h >> (16 * s));
+        }
+        const float c = static_cast<float>(node_scale ? base * node_scale[u] : base);
+        float* r = prev + u * dim;
+        const uint16_t* fp = f.data();
+        for (int64_t t = 0; t < dim; ++t)
+            r[t] = fp[t] < srp::kInitPlus ? c : (fp[t] < srp::kInitMinus ? -c : 0.0f);
+        float* o = out + u * dim;
+        const float nrm = si != 0.0f ? norm8(r, dim) : 0.0f;
+        if (nrm > 0.0f) {
+            for (int64_t t = 0; t < dim; ++t) o[t] = si * (r[t] / nrm);
+        } else {
+            for (int64_t t = 0; t < dim; ++t) o[t] = 0.0f;
+        }
+    }
+}
+
+inline void register_projection_generic(ProjectionKernels& t) {
+    t.fastrp_init = &fastrp_init;
+    t.csr_dense_f32 = &csr_dense<float>;
+    t.csr_dense_f64 = &csr_dense<double>;
+    t.csr_sparse_f32 = &csr_sparse<float>;
+    t.csr_sparse_f64 = &csr_sparse<double>;
+    t.srp_sparse_f32 = &srp_sparse<float>;
+    t.srp_sparse_f64 = &srp_sparse<double>;
+    t.fastrp_propagate = &fastrp_propagate;
+}
+
+}  // namespace projection_generic
+}  // namespace embkern::cpu::EMBKERN_ISA_NS
