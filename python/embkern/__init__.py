@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from . import binary, fde, pq
+from . import binary, fde, pq, projection
 from ._dispatch import (
     cuda_available,
     cuda_status,
@@ -38,6 +38,7 @@ __all__ = [
     "binary",
     "pq",
     "fde",
+    "projection",
     "pack_signs",
     "hamming_distance",
     "hamming_topk",
