@@ -1,7 +1,12 @@
 """embkern: compiled kernels for small embedding vectors and fast embedding math.
 
 Families (one module each): ``embkern.binary`` (sign binarization, Hamming distances and top-k,
-float-vs-binary rescoring, multi-bit codes). The binary kernels are also exported at top level.
+float-vs-binary rescoring, multi-bit codes; also exported at top level), ``embkern.pq`` (product
+quantization, faiss-compatible, exact ADC and 4-bit fast scan), ``embkern.projection`` (very
+sparse random projection, FastRP), ``embkern.fde`` (MUVERA fixed dimensional encodings, Google's
+exact output), ``embkern.lowrank`` (fused LoRA, factorized and sparse plus low-rank layers, many
+adapters in one batch) and, with the ``dask`` extra, ``embkern.dask`` (the same kernels over row
+blocks of dask arrays and exact sharded search).
 
 Backends: the compiled CPU module (C++ with runtime ISA dispatch: scalar, AVX2, AVX-512,
 AVX-512 + VPOPCNTDQ, NEON), a Numba fallback with the same results, and an optional CUDA module.
