@@ -49,9 +49,27 @@ struct Kern<double> {
 
 // A packed B operand: n rows of k (row-major, as weights are stored) laid out as
 // ceil(n / NR) panels [k][NR], padded with zeros.
+// A buffer whose start is 64-byte aligned (malloc's 16-byte alignment would split every other
+// 32-byte panel load across two cache lines).
+template <class T>
+struct Aligned {
+    std::vector<T> raw;
+    T* ptr = nullptr;
+    size_t size = 0;
+    void resize(size_t n) {
+        if (n <= size) return;
+        raw.assign(n + 64 / sizeof(T), T(0));
+        const uintptr_t a = reinterpret_cast<uintptr_t>(raw.data());
+        ptr = raw.data() + ((64 - a % 64) % 64) / sizeof(T);
+        size = n;
+    }
+    T* data() { return ptr; }
+    const T* data() const { return ptr; }
+};
+
 template <class T>
 struct Packed {
-    std::vector<T> data;
+    Aligned<T> data;
     int64_t n = 0, k = 0;
     const T* panels() const { return data.data(); }
     int64_t stride() const { return k * Kern<T>::NR; }
@@ -128,10 +146,9 @@ void pack_a(const T* const* rows, int64_t m, int64_t k0, int64_t kc, T* ap) {
 // Per-task scratch: the packed A block.
 template <class T>
 struct Scratch {
-    std::vector<T> ap;
+    Aligned<T> ap;
     T* a_block(int64_t m, int64_t kc) {
-        const size_t need = static_cast<size_t>(ceil_div(m, kLrMR) * kLrMR * kc);
-        if (ap.size() < need) ap.resize(need);
+        ap.resize(static_cast<size_t>(ceil_div(m, kLrMR) * kLrMR * kc));
         return ap.data();
     }
 };

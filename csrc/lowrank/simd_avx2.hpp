@@ -60,6 +60,11 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
         for (int64_t t = 0; t < ntiles; ++t) {
             const T* a = ap + t * kc * MR;
             const T* b = bp + p * bstride;
+            T* const* cr = crows + t * MR;
+            const int64_t col = c0 + p * NR;
+            const int64_t mv = std::min<int64_t>(MR, m - t * MR);
+            if (acc)  // the tile's C lines arrive while the k loop runs
+                for (int64_t i = 0; i < mv; ++i) _mm_prefetch(reinterpret_cast<const char*>(cr[i] + col), _MM_HINT_T0);
             R c00 = V::zero(), c01 = V::zero(), c10 = V::zero(), c11 = V::zero();
             R c20 = V::zero(), c21 = V::zero(), c30 = V::zero(), c31 = V::zero();
             R c40 = V::zero(), c41 = V::zero(), c50 = V::zero(), c51 = V::zero();
@@ -78,9 +83,6 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
             }
             const R acc_r[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                                     {c30, c31}, {c40, c41}, {c50, c51}};
-            const int64_t mv = std::min<int64_t>(MR, m - t * MR);
-            T* const* cr = crows + t * MR;
-            const int64_t col = c0 + p * NR;
             if (nv == NR) {
                 for (int64_t i = 0; i < mv; ++i) {
                     T* c = cr[i] + col;
