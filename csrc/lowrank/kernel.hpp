@@ -77,9 +77,31 @@ void spmm_generic(const T* xt, const int64_t* indptr, const int32_t* indices, co
     }
 }
 
+template <class T>
+void pack_a_generic(const T* const* rows, int64_t m, int64_t k0, int64_t kc, T* ap, int64_t next) {
+    constexpr int64_t MR = kLrMR;
+    constexpr int64_t line = 64 / sizeof(T);
+    const int64_t ntiles = (m + MR - 1) / MR;
+    for (int64_t t = 0; t < ntiles; ++t) {
+        T* dst = ap + t * kc * MR;
+        for (int64_t i = 0; i < MR; ++i) {
+            const int64_t row = t * MR + i;
+            if (row < m) {
+                const T* src = rows[row] + k0;
+                for (int64_t l = 0; l < next; l += line) __builtin_prefetch(src + kc + l, 0, 2);
+                for (int64_t kk = 0; kk < kc; ++kk) dst[kk * MR + i] = src[kk];
+            } else {
+                for (int64_t kk = 0; kk < kc; ++kk) dst[kk * MR + i] = T(0);
+            }
+        }
+    }
+}
+
 }  // namespace lowrank_detail
 
 inline void register_lowrank_generic(LowrankKernels& t) {
+    t.pack_a_f32 = lowrank_detail::pack_a_generic<float>;
+    t.pack_a_f64 = lowrank_detail::pack_a_generic<double>;
     t.gemm_f32 = lowrank_detail::gemm_generic<float, static_cast<int>(kLrNR32)>;
     t.gemm_f64 = lowrank_detail::gemm_generic<double, static_cast<int>(kLrNR64)>;
     t.spmm_f32 = lowrank_detail::spmm_generic<float, static_cast<int>(kLrSW32)>;

@@ -75,28 +75,33 @@ struct Packed {
     int64_t stride() const { return k * Kern<T>::NR; }
 };
 
-// Packs rows [p0, p1) panels of b (n x k) scaled by colscale[kk] (per inner index) and `scalar`.
+// Packs panels [p0, p1) of b (n x k, row-major) scaled by colscale[kk] (per inner index) and
+// `scalar`: panel p holds rows p * NR .. p * NR + NR - 1 as [k][NR], zero past n. The transpose
+// goes 64 inner indices at a time so its writes stay in L1.
 template <class T>
 void pack_panels(const T* b, int64_t n, int64_t k, const T* colscale, const T* scalar, int64_t p0,
                  int64_t p1, T* out) {
-    constexpr int64_t NR = Kern<T>::NR;
+    constexpr int64_t NR = Kern<T>::NR, KB = 64;
     for (int64_t p = p0; p < p1; ++p) {
         T* dst = out + p * k * NR;
-        for (int64_t j = 0; j < NR; ++j) {
-            const int64_t row = p * NR + j;
-            if (row >= n) {
-                for (int64_t kk = 0; kk < k; ++kk) dst[kk * NR + j] = T(0);
-                continue;
-            }
-            const T* src = b + row * k;
-            if (colscale && scalar) {
-                for (int64_t kk = 0; kk < k; ++kk) dst[kk * NR + j] = (src[kk] * colscale[kk]) * *scalar;
-            } else if (colscale) {
-                for (int64_t kk = 0; kk < k; ++kk) dst[kk * NR + j] = src[kk] * colscale[kk];
-            } else if (scalar) {
-                for (int64_t kk = 0; kk < k; ++kk) dst[kk * NR + j] = src[kk] * *scalar;
-            } else {
-                for (int64_t kk = 0; kk < k; ++kk) dst[kk * NR + j] = src[kk];
+        for (int64_t kb = 0; kb < k; kb += KB) {
+            const int64_t ke = std::min(k, kb + KB);
+            for (int64_t j = 0; j < NR; ++j) {
+                const int64_t row = p * NR + j;
+                if (row >= n) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = T(0);
+                    continue;
+                }
+                const T* src = b + row * k;
+                if (colscale && scalar) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = (src[kk] * colscale[kk]) * *scalar;
+                } else if (colscale) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = src[kk] * colscale[kk];
+                } else if (scalar) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = src[kk] * *scalar;
+                } else {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = src[kk];
+                }
             }
         }
     }
@@ -124,23 +129,14 @@ void pack_into(Packed<T>& pk, const same_t<T>* b, int64_t n, int64_t k, const sa
     });
 }
 
-// ap[t][kk][i] = rows[t * MR + i][k0 + kk] for kk < kc (rows past m are zero).
-template <class T>
-void pack_a(const T* const* rows, int64_t m, int64_t k0, int64_t kc, T* ap) {
-    constexpr int64_t MR = kLrMR;
-    const int64_t ntiles = ceil_div(m, MR);
-    for (int64_t t = 0; t < ntiles; ++t) {
-        T* dst = ap + t * kc * MR;
-        for (int64_t i = 0; i < MR; ++i) {
-            const int64_t row = t * MR + i;
-            if (row < m) {
-                const T* src = rows[row] + k0;
-                for (int64_t kk = 0; kk < kc; ++kk) dst[kk * MR + i] = src[kk];
-            } else {
-                for (int64_t kk = 0; kk < kc; ++kk) dst[kk * MR + i] = T(0);
-            }
-        }
-    }
+// Packs an A block with the tier's kernel (see LowrankKernels::pack_a_*); `next` (the next
+// block's length, 0 for none) is prefetched row by row: a row block reads up to MB rows that
+// lie a whole row apart, more streams than the hardware prefetcher follows.
+inline void pack_a(const float* const* rows, int64_t m, int64_t k0, int64_t kc, float* ap, int64_t next) {
+    kernels().lowrank.pack_a_f32(rows, m, k0, kc, ap, next);
+}
+inline void pack_a(const double* const* rows, int64_t m, int64_t k0, int64_t kc, double* ap, int64_t next) {
+    kernels().lowrank.pack_a_f64(rows, m, k0, kc, ap, next);
 }
 
 // Per-task scratch: the packed A block.
@@ -148,7 +144,7 @@ template <class T>
 struct Scratch {
     Aligned<T> ap;
     T* a_block(int64_t m, int64_t kc) {
-        ap.resize(static_cast<size_t>(ceil_div(m, kLrMR) * kLrMR * kc));
+        ap.resize(static_cast<size_t>(ceil_div(m, kLrMR) * kLrMR * kc + 8));
         return ap.data();
     }
 };
@@ -172,7 +168,7 @@ void product(const T* const* arows, int64_t m, const Packed<T>& b, T* const* cro
     for (int64_t k0 = 0; k0 < K; k0 += Kern<T>::KC) {
         const int64_t kc = std::min(Kern<T>::KC, K - k0);
         T* ap = sc.a_block(m, kc);
-        pack_a(arows, m, k0, kc, ap);
+        pack_a(arows, m, k0, kc, ap, std::min(Kern<T>::KC, K - k0 - kc));
         const bool last = k0 + kc >= K;
         gemm(ap, m, b.panels() + k0 * Kern<T>::NR, b.stride(), N, kc, crows, 0,
              last ? bias : nullptr, acc || k0 > 0);
@@ -230,7 +226,7 @@ void lora_linear(const T* x, int64_t M, int64_t K, const T* w, int64_t N, const 
         for (int64_t k0 = 0; k0 < K; k0 += Kern<T>::KC) {
             const int64_t kc = std::min(Kern<T>::KC, K - k0);
             T* apk = sc.a_block(m, kc);
-            pack_a(xr.data(), m, k0, kc, apk);
+            pack_a(xr.data(), m, k0, kc, apk, std::min(Kern<T>::KC, K - k0 - kc));
             const bool acc = k0 > 0;
             gemm(apk, m, ap.panels() + k0 * Kern<T>::NR, ap.stride(), r, kc, tr.data(), 0, nullptr, acc);
             gemm(apk, m, wp.panels() + k0 * Kern<T>::NR, wp.stride(), N, kc, yr.data(), 0, nullptr, acc);

@@ -29,6 +29,13 @@ struct LowrankKernels {
                      int64_t kc, float* const* crows, int64_t c0, const float* bias, bool acc);
     void (*gemm_f64)(const double* ap, int64_t m, const double* bp, int64_t bstride, int64_t n,
                      int64_t kc, double* const* crows, int64_t c0, const double* bias, bool acc);
+    // Packs rows [0, m) of an A operand (row pointers; columns [k0, k0 + kc)) into ceil(m / MR)
+    // tiles [kk][MR] (rows past m zero) and prefetches the next `next` columns of each row.
+    // ap needs ceil(m / MR) * MR * kc + 8 elements (the SIMD form writes 8 at a time).
+    void (*pack_a_f32)(const float* const* rows, int64_t m, int64_t k0, int64_t kc, float* ap,
+                       int64_t next);
+    void (*pack_a_f64)(const double* const* rows, int64_t m, int64_t k0, int64_t kc, double* ap,
+                       int64_t next);
     // out[(i - n0) * SW + l] = sum_{p in row i} values[p] * xt[indices[p] * SW + l], i in [n0, n1).
     void (*spmm_f32)(const float* xt, const int64_t* indptr, const int32_t* indices,
                      const float* values, int64_t n0, int64_t n1, float* out);

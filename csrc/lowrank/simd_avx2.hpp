@@ -81,29 +81,45 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
                 a += MR;
                 b += NR;
             }
-            const R acc_r[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                                    {c30, c31}, {c40, c41}, {c50, c51}};
             if (nv == NR) {
-                for (int64_t i = 0; i < mv; ++i) {
-                    T* c = cr[i] + col;
-                    R v0 = acc_r[i][0], v1 = acc_r[i][1];
-                    if (acc) {
-                        v0 = V::add(V::load(c), v0);
-                        v1 = V::add(V::load(c + V::W), v1);
-                    }
-                    if (bias_p) {
-                        v0 = V::add(v0, V::load(bias_p));
-                        v1 = V::add(v1, V::load(bias_p + V::W));
-                    }
-                    V::store(c, v0);
-                    V::store(c + V::W, v1);
-                }
+                // Row by row straight from the accumulators (an indexed array of them would be
+                // spilled to the stack, which costs as much as the k loop when kc is a rank).
+#define EMBKERN_LR_STORE(i)                                                  \
+    if (i < mv) {                                                            \
+        T* c = cr[i] + col;                                                  \
+        R v0 = c##i##0, v1 = c##i##1;                                        \
+        if (acc) {                                                           \
+            v0 = V::add(V::load(c), v0);                                     \
+            v1 = V::add(V::load(c + V::W), v1);                              \
+        }                                                                    \
+        if (bias_p) {                                                        \
+            v0 = V::add(v0, V::load(bias_p));                                \
+            v1 = V::add(v1, V::load(bias_p + V::W));                         \
+        }                                                                    \
+        V::store(c, v0);                                                     \
+        V::store(c + V::W, v1);                                              \
+    }
+                EMBKERN_LR_STORE(0)
+                EMBKERN_LR_STORE(1)
+                EMBKERN_LR_STORE(2)
+                EMBKERN_LR_STORE(3)
+                EMBKERN_LR_STORE(4)
+                EMBKERN_LR_STORE(5)
+#undef EMBKERN_LR_STORE
             } else {
                 alignas(64) T tile[MR * NR];
-                for (int i = 0; i < MR; ++i) {
-                    V::store(tile + i * NR, acc_r[i][0]);
-                    V::store(tile + i * NR + V::W, acc_r[i][1]);
-                }
+                V::store(tile + 0 * NR, c00);
+                V::store(tile + 0 * NR + V::W, c01);
+                V::store(tile + 1 * NR, c10);
+                V::store(tile + 1 * NR + V::W, c11);
+                V::store(tile + 2 * NR, c20);
+                V::store(tile + 2 * NR + V::W, c21);
+                V::store(tile + 3 * NR, c30);
+                V::store(tile + 3 * NR + V::W, c31);
+                V::store(tile + 4 * NR, c40);
+                V::store(tile + 4 * NR + V::W, c41);
+                V::store(tile + 5 * NR, c50);
+                V::store(tile + 5 * NR + V::W, c51);
                 lowrank_detail::store_tile<T, NR>(tile, mv, nv, cr, col, bias_p, acc);
             }
         }
@@ -152,9 +168,57 @@ void spmm(const typename V::T* xt, const int64_t* indptr, const int32_t* indices
     }
 }
 
+// Packs 6 rows x 8 columns at a time with an 8 x 8 transpose (rows 6 and 7 zero): column j
+// (6 values + 2 zeros) is stored at dst + (k + j) * 6, each store's 2 extra lanes overwritten by
+// the next one (the last spills into the buffer's 8-element tail or the next tile, packed later).
+inline void pack_a_f32(const float* const* rows, int64_t m, int64_t k0, int64_t kc, float* ap,
+                       int64_t next) {
+    constexpr int64_t MR = kLrMR;
+    const int64_t ntiles = (m + MR - 1) / MR;
+    const int64_t full = kc < 8 ? 0 : m / MR;  // tiles packed here; the generic loop does the rest
+    const __m256 z = _mm256_setzero_ps();
+    for (int64_t t = 0; t < full; ++t) {
+        const float* r[MR];
+        for (int64_t i = 0; i < MR; ++i) {
+            r[i] = rows[t * MR + i] + k0;
+            for (int64_t l = 0; l < next; l += 16) _mm_prefetch(reinterpret_cast<const char*>(r[i] + kc + l), _MM_HINT_T1);
+        }
+        float* dst = ap + t * kc * MR;
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            const __m256 a0 = _mm256_loadu_ps(r[0] + k), a1 = _mm256_loadu_ps(r[1] + k);
+            const __m256 a2 = _mm256_loadu_ps(r[2] + k), a3 = _mm256_loadu_ps(r[3] + k);
+            const __m256 a4 = _mm256_loadu_ps(r[4] + k), a5 = _mm256_loadu_ps(r[5] + k);
+            const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+            const __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+            const __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+            const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            const __m256 s4 = _mm256_shuffle_ps(t4, z, 0x44), s5 = _mm256_shuffle_ps(t4, z, 0xEE);
+            const __m256 s6 = _mm256_shuffle_ps(t5, z, 0x44), s7 = _mm256_shuffle_ps(t5, z, 0xEE);
+            float* d = dst + k * MR;
+            _mm256_storeu_ps(d + 0 * MR, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(d + 1 * MR, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(d + 2 * MR, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(d + 3 * MR, _mm256_permute2f128_ps(s3, s7, 0x20));
+            _mm256_storeu_ps(d + 4 * MR, _mm256_permute2f128_ps(s0, s4, 0x31));
+            _mm256_storeu_ps(d + 5 * MR, _mm256_permute2f128_ps(s1, s5, 0x31));
+            _mm256_storeu_ps(d + 6 * MR, _mm256_permute2f128_ps(s2, s6, 0x31));
+            _mm256_storeu_ps(d + 7 * MR, _mm256_permute2f128_ps(s3, s7, 0x31));
+        }
+        for (; k < kc; ++k)
+            for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = r[i][k];
+    }
+    // After the SIMD tiles, whose last store spills 2 lanes into the next tile's start.
+    if (full < ntiles)
+        lowrank_detail::pack_a_generic<float>(rows + full * MR, m - full * MR, k0, kc,
+                                              ap + full * kc * MR, next);
+}
+
 }  // namespace lowrank_avx2
 
 inline void register_lowrank_avx2(LowrankKernels& t) {
+    t.pack_a_f32 = lowrank_avx2::pack_a_f32;
     t.gemm_f32 = lowrank_avx2::gemm<lowrank_avx2::F32>;
     t.gemm_f64 = lowrank_avx2::gemm<lowrank_avx2::F64>;
     t.spmm_f32 = lowrank_avx2::spmm<lowrank_avx2::F32>;
