@@ -54,10 +54,10 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
     constexpr int NR = 2 * V::W;
     constexpr int MR = static_cast<int>(kLrMR);
     const int64_t npanels = (n + NR - 1) / NR, ntiles = (m + MR - 1) / MR;
-    for (int64_t p = 0; p < npanels; ++p) {
+    auto tile = [&](int64_t p, int64_t t) __attribute__((always_inline)) {
         const int64_t nv = std::min<int64_t>(NR, n - p * NR);
         const T* bias_p = bias ? bias + p * NR : nullptr;
-        for (int64_t t = 0; t < ntiles; ++t) {
+        {
             const T* a = ap + t * kc * MR;
             const T* b = bp + p * bstride;
             T* const* cr = crows + t * MR;
@@ -123,6 +123,16 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
                 lowrank_detail::store_tile<T, NR>(tile, mv, nv, cr, col, bias_p, acc);
             }
         }
+    };
+    // Panels outer keeps one B panel in L1 across the row tiles (the usual order). When all of
+    // B fits in L2 (a rank-sized kc), rows outer instead: each tile's C rows are then written
+    // front to back, a handful of streams the prefetcher follows, not one line per row per panel.
+    if (kc * npanels * NR * static_cast<int64_t>(sizeof(T)) <= (int64_t(320) << 10)) {
+        for (int64_t t = 0; t < ntiles; ++t)
+            for (int64_t p = 0; p < npanels; ++p) tile(p, t);
+    } else {
+        for (int64_t p = 0; p < npanels; ++p)
+            for (int64_t t = 0; t < ntiles; ++t) tile(p, t);
     }
 }
 #undef EMBKERN_LR_ROW
