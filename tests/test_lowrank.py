@@ -56,6 +56,30 @@ def test_lora_linear(backend, rng, lead, k, n, r, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_lora_linear_blas_base(backend, rng, dtype, monkeypatch):
+    """The path that hands the base GEMM to scipy's BLAS (large layers), forced on small ones."""
+    pytest.importorskip("scipy")
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(lowrank, "_BLAS_MIN_WORK", 0)
+    for lead, k, n, r in SHAPES:
+        x, w, a, b, bias = (randn(rng, s, dtype) for s in ((*lead, k), (n, k), (r, k), (n, r), (n,)))
+        X, W, A, B, Bi = f64(x, w, a, b, bias)
+        ref = X @ W.T + 0.37 * (X @ A.T) @ B.T + Bi
+        assert_close(lowrank.lora_linear(x, w, a, b, scale=0.37, bias=bias, backend=backend), ref, dtype)
+    if backend == "cpu":  # the BLAS runs under embkern's thread count, which changes no bit
+        x, w, a, b = (randn(rng, s, dtype) for s in ((300, 70), (90, 70), (5, 70), (90, 5)))
+        old = embkern.get_num_threads()
+        try:
+            outs = []
+            for t in (1, 2):
+                embkern.set_num_threads(t)
+                outs.append(lowrank.lora_linear(x, w, a, b, scale=2.0, backend="cpu"))
+        finally:
+            embkern.set_num_threads(old)
+        np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead,k,n,r", SHAPES)
 def test_lowrank_linear(backend, rng, lead, k, n, r, dtype):
     x, u, v, s, bias = (randn(rng, sh, dtype) for sh in ((*lead, k), (n, r), (r, k), (r,), (n,)))
@@ -318,3 +342,26 @@ def test_core_rejects_bad_csr():
                                         np.array([0, 1], np.int64), np.ones(1, f), None)
     with pytest.raises(TypeError, match="dtype"):
         _core.lowrank.lowrank_linear(x, b.astype(np.float64), a, None, None)
+
+
+def test_large_results_are_independent_arrays(rng):
+    """Outputs of >= 1 MiB come from a cache of released buffers: each result still owns its
+    memory, and a reused buffer never aliases a live result."""
+    if "cpu" not in embkern.available_backends():
+        pytest.skip("compiled module unavailable")
+    from embkern import _core
+
+    x = randn(rng, (600, 32), np.float32)
+    u, v = randn(rng, (512, 4), np.float32), randn(rng, (4, 32), np.float32)
+    ref = (x.astype(np.float64) @ v.T.astype(np.float64)) @ u.T.astype(np.float64)
+    first = lowrank.lowrank_linear(x, u, v, backend="cpu")
+    second = lowrank.lowrank_linear(x, u, v, backend="cpu")
+    assert first.ctypes.data != second.ctypes.data and first.flags.owndata is False
+    first[:] = 0  # writing one result leaves the other intact
+    assert rel_err(second, ref) < 1e-5
+    del first
+    third = lowrank.lowrank_linear(x, u, v, backend="cpu")  # may reuse first's buffer
+    assert third.ctypes.data != second.ctypes.data
+    assert rel_err(third, ref) < 1e-5 and rel_err(second, ref) < 1e-5
+    _core.lowrank.release_buffers()
+    assert rel_err(third, ref) < 1e-5  # live results are never in the cache

@@ -167,6 +167,37 @@ py::array lora(const py::object& xo, const py::object& wo, const py::object& ao,
 }
 
 template <class T>
+py::array lora_blas(const py::object& xo, const py::object& wo, const py::object& ao,
+                    const py::object& bo, double scale, const py::object& biaso,
+                    const py::capsule& gemm) {
+    auto x = exact<T>(xo, "x");
+    require_ndim(x, 2, "x");
+    const int64_t M = x.shape(0), K = x.shape(1);
+    auto w = exact<T>(wo, "weight");
+    require_ndim(w, 2, "weight");
+    const int64_t N = w.shape(0);
+    check_shape(w, {N, K}, "weight");
+    auto a = exact<T>(ao, "lora_a");
+    require_ndim(a, 2, "lora_a");
+    const int64_t r = a.shape(0);
+    check_shape(a, {r, K}, "lora_a");
+    auto b = exact<T>(bo, "lora_b");
+    check_shape(b, {N, r}, "lora_b");
+    const T* bias = optional<T>(biaso, N, "bias");
+    const int64_t lim = 2147483647;
+    require(M < lim && N < lim && K < lim && N * K < lim * 64, "shape too large for a 32-bit BLAS");
+    const void* fn = PyCapsule_GetPointer(gemm.ptr(), PyCapsule_GetName(gemm.ptr()));
+    if (!fn) throw py::error_already_set();
+    py::array_t<T> y = new_output<T>(M, N);
+    {
+        py::gil_scoped_release nogil;
+        lowrank::lora_linear_blas<T>(x.data(), M, K, w.data(), N, a.data(), r, b.data(),
+                                     static_cast<T>(scale), bias, y.mutable_data(), fn);
+    }
+    return y;
+}
+
+template <class T>
 py::array lowrank_fn(const py::object& xo, const py::object& uo, const py::object& vo,
                      const py::object& so, const py::object& biaso) {
     auto x = exact<T>(xo, "x");
@@ -274,6 +305,12 @@ void register_lowrank(py::module_& m) {
                             const py::object& b, double scale, const py::object& bias) {
         return is_f64(x) ? lora<double>(x, w, a, b, scale, bias) : lora<float>(x, w, a, b, scale, bias);
     });
+    m.def("lora_linear_blas", [](const py::array& x, const py::object& w, const py::object& a,
+                                 const py::object& b, double scale, const py::object& bias,
+                                 const py::capsule& sgemm, const py::capsule& dgemm) {
+        return is_f64(x) ? lora_blas<double>(x, w, a, b, scale, bias, dgemm)
+                         : lora_blas<float>(x, w, a, b, scale, bias, sgemm);
+    }, "lora_linear with the base GEMM by the given Fortran ?gemm capsules (scipy.linalg.cython_blas)");
     m.def("lowrank_linear", [](const py::array& x, const py::object& u, const py::object& v,
                                const py::object& s, const py::object& bias) {
         return is_f64(x) ? lowrank_fn<double>(x, u, v, s, bias) : lowrank_fn<float>(x, u, v, s, bias);

@@ -11,6 +11,13 @@ template <class T>
 void lora_linear(const T* x, int64_t M, int64_t K, const T* w, int64_t N, const T* a, int64_t r,
                  const T* b, T scale, const T* bias, T* y);
 
+// lora_linear with the base product x w^T done by a BLAS ?gemm (Fortran interface, 32-bit ints;
+// `gemm` points at sgemm for float, dgemm for double): y = scale (x a^T) b^T (+ bias) by the fused
+// kernels first, then gemm("T", "N", N, M, K, 1, w, K, x, K, 1, y, N) adds x w^T in place.
+template <class T>
+void lora_linear_blas(const T* x, int64_t M, int64_t K, const T* w, int64_t N, const T* a, int64_t r,
+                      const T* b, T scale, const T* bias, T* y, const void* gemm);
+
 // y = ((x v^T) * s) u^T (+ bias); u (N, r), v (r, K), s (r,) or null.
 template <class T>
 void lowrank_linear(const T* x, int64_t M, int64_t K, const T* u, int64_t N, const T* v, int64_t r,

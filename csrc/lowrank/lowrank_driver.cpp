@@ -1,13 +1,19 @@
 // lowrank drivers: BLIS-style blocking and task splitting around the current tier's register-tile
 // GEMM and SpMM kernels (baseline target).
 //
-// Dense GEMM choice: embkern's own packed AVX2/FMA microkernel (6 x 16 tile), not a BLAS. It
-// lets every product of the family share one blocked pass in which the low-rank intermediate
-// t = x a^T (M x r) stays in L1/L2 next to the x block it came from and the output block is
-// written once, with the low-rank (or LoRA) update added while the tile is in registers; it
-// runs on embkern's own threads (parallel_for, set_num_threads) with no second thread pool to
-// tame; and results do not depend on the thread count. On this machine it matches OpenBLAS's
-// square sgemm (see bench/lowrank and the closing note for the measured figures).
+// Dense GEMM choice. Every product of the family runs on embkern's own packed AVX2/FMA
+// microkernel (6 x 16 tile): one blocked pass in which the low-rank intermediate t = x a^T
+// (M x r) stays in L1/L2 next to the x block it came from and the output block is written once,
+// with the low-rank update added while the tile is in registers, on embkern's own threads, with
+// results independent of the thread count. On the skinny shapes of low-rank layers it beats
+// OpenBLAS (whose copy routines and fixed blocking are tuned for square GEMMs). The one dense,
+// square GEMM -- lora_linear's base weight x w^T -- is different: there our kernel measured
+// 5-20 % behind OpenBLAS's Haswell sgemm on this Zen 3 machine (2048 x 4096 x 4096, 1 thread),
+// so when scipy is installed the Python layer passes scipy's own BLAS (cython_blas ?gemm, the
+// scipy-openblas32 build numpy and scipy ship) and lora_linear_blas lets it add x w^T into the
+// output our fused kernel wrote (beta = 1: one extra read of y), in fixed row blocks on
+// embkern's threads with the BLAS held at one thread (threadpoolctl). Without scipy/threadpoolctl, or for small layers,
+// lora_linear is fused end to end on our kernel.
 //
 // Blocking (per dtype): row blocks of up to MB rows are the parallel tasks; the inner dimension
 // is cut into KC-long blocks; for each block the rows' A panel (MB x KC) is packed once
@@ -35,7 +41,7 @@ struct Kern;
 
 template <>
 struct Kern<float> {
-    static constexpr int64_t NR = kLrNR32, SW = kLrSW32, MB = 144, KC = 256;
+    static constexpr int64_t NR = kLrNR32, SW = kLrSW32, MB = 144, KC = 512;
     static auto gemm() { return kernels().lowrank.gemm_f32; }
     static auto spmm() { return kernels().lowrank.spmm_f32; }
 };
@@ -260,6 +266,29 @@ void lowrank_linear(const T* x, int64_t M, int64_t K, const T* u, int64_t N, con
 }
 
 template <class T>
+void lora_linear_blas(const T* x, int64_t M, int64_t K, const T* w, int64_t N, const T* a, int64_t r,
+                      const T* b, T scale, const T* bias, T* y, const void* gemm) {
+    using Gemm = void (*)(const char*, const char*, const int*, const int*, const int*, const T*,
+                          const T*, const int*, const T*, const int*, const T*, T*, const int*);
+    if (M == 0 || N == 0) return;
+    const std::vector<T> s(static_cast<size_t>(r), scale);
+    lowrank_linear<T>(x, M, K, b, N, a, r, s.data(), bias, y);  // y = scale (x a^T) b^T + bias
+    if (K == 0) return;
+    // Fixed row blocks, one single-threaded BLAS call each (the caller holds the BLAS at one
+    // thread) on embkern's threads: OpenBLAS's own threading splits rows by thread count, which
+    // changes the rounding of some rows; fixed blocks give the same bits for every thread count.
+    constexpr int64_t RB = 1024;  // large: each call re-packs all of w
+    const Gemm fn = reinterpret_cast<Gemm>(const_cast<void*>(gemm));
+    parallel_for(ceil_div(M, RB), [&](int64_t task) {
+        const int64_t r0 = task * RB;
+        const int m = static_cast<int>(N), n = static_cast<int>(std::min(RB, M - r0)),
+                  k = static_cast<int>(K);
+        const T one(1);
+        fn("T", "N", &m, &n, &k, &one, w, &k, x + r0 * K, &k, &one, y + r0 * N, &m);
+    });
+}
+
+template <class T>
 void sparse_lowrank_linear(const T* x, int64_t M, int64_t K, const T* b, int64_t N, const T* a,
                            int64_t r, const int64_t* indptr, const int32_t* indices,
                            const T* values, const T* bias, T* y) {
@@ -392,6 +421,8 @@ void multi_lora_linear(const T* x, int64_t M, int64_t K, const T* w, int64_t N, 
 #define EMBKERN_LR_INSTANTIATE(T)                                                                  \
     template void lora_linear<T>(const T*, int64_t, int64_t, const T*, int64_t, const T*, int64_t, \
                                  const T*, T, const T*, T*);                                       \
+    template void lora_linear_blas<T>(const T*, int64_t, int64_t, const T*, int64_t, const T*,     \
+                                      int64_t, const T*, T, const T*, T*, const void*);            \
     template void lowrank_linear<T>(const T*, int64_t, int64_t, const T*, int64_t, const T*,       \
                                     int64_t, const T*, const T*, T*);                              \
     template void sparse_lowrank_linear<T>(const T*, int64_t, int64_t, const T*, int64_t,          \

@@ -11,6 +11,12 @@ The compiled kernels are fused: per block of rows the low-rank intermediate ``x 
 cache, the output is written once with the update added in registers, adapters are grouped by
 segment (never gathered per row) and the sparse part is an SpMM over a CSR copy of the support.
 NaN/inf in any input propagate as numpy's matmul would.
+
+Large results (1 MiB and up) are written into buffers that earlier results of the same size
+released, when there are any (at most 4 buffers, 1 GiB, are kept): a layer called again and again
+then skips the operating system's page zeroing of a fresh output, which for a low-rank layer costs
+about as much as the product. Each result is still a fresh array owning its memory;
+``embkern._core.lowrank.release_buffers()`` frees the kept buffers.
 """
 from __future__ import annotations
 
@@ -24,6 +30,35 @@ from . import _dispatch as _d
 __all__ = ["lora_linear", "lowrank_linear", "sparse_lowrank_linear", "multi_lora_linear"]
 
 _INT32_MAX = 2**31 - 1
+
+# lora_linear's base GEMM x @ weight.T goes to scipy's BLAS (see _base_blas) from this many
+# multiply-adds (M * N * K) up; below it the fused kernel alone is faster (no BLAS start-up).
+_BLAS_MIN_WORK = 1 << 27
+_blas_cache: Any = None
+
+
+def _base_blas():
+    """(sgemm capsule, dgemm capsule, threadpoolctl controller) for lora_linear's base GEMM, or
+    None without scipy or threadpoolctl.
+
+    The base weight product is a square dense GEMM, where OpenBLAS's tuned kernel measured 5-20 %
+    ahead of embkern's own tile on the development machine; scipy's cython_blas hands out the
+    Fortran ?gemm of the OpenBLAS build scipy ships (scipy-openblas32), which the compiled kernel
+    calls with beta = 1 to add x w^T into the output the fused low-rank pass wrote, one fixed
+    block of rows per call on embkern's threads with the BLAS held at one thread (threadpoolctl),
+    so set_num_threads holds and the thread count changes no bit of the result.
+    """
+    global _blas_cache
+    if _blas_cache is None:
+        try:
+            from scipy.linalg import cython_blas
+            from threadpoolctl import ThreadpoolController
+
+            capi = cython_blas.__pyx_capi__
+            _blas_cache = (capi["sgemm"], capi["dgemm"], ThreadpoolController())
+        except Exception:  # scipy or threadpoolctl missing or unusable: own kernel only
+            _blas_cache = False
+    return _blas_cache or None
 
 
 def _x_dtype(x: np.ndarray) -> np.dtype:
@@ -100,7 +135,14 @@ def lora_linear(x: Any, weight: Any, lora_a: Any, lora_b: Any, *, scale: float =
                          f"{b.shape[1]} columns")
     s = _scalar(scale, "scale")
     bv = _vector(bias, "bias", n, dt)
-    y = _d.kernel("lowrank", "lora_linear", backend, x, weight)(x2, w, a, b, s, bv)
+    chosen = _d.choose_backend(backend, x, weight)
+    blas = _base_blas() if chosen == "cpu" and x2.shape[0] * n * k >= _BLAS_MIN_WORK else None
+    if blas is not None and _d.core_available():
+        sgemm, dgemm, controller = blas
+        with controller.limit(limits=1, user_api="blas"):  # embkern's threads run the blocks
+            y = _d._core.lowrank.lora_linear_blas(x2, w, a, b, s, bv, sgemm, dgemm)
+        return _out(y, lead)
+    y = _d.kernel("lowrank", "lora_linear", chosen, x, weight)(x2, w, a, b, s, bv)
     return _out(y, lead)
 
 
