@@ -9,7 +9,8 @@ Approach
   (threadpoolctl, when installed), so embkern's thread setting holds here too. BLAS splits rows
   and columns, never the inner dimension, so results do not depend on the thread count.
 * Multi-adapter LoRA groups rows by adapter with a counting sort (segments, as the compiled path
-  and Punica's SGMV), gathers each segment once and runs two small GEMMs per adapter.
+  and Punica's SGMV), gathers each segment once and runs two small GEMMs per adapter, on one BLAS
+  thread (a thread pool's start-up costs more than these GEMMs on a busy machine).
 * The sparse part is the compiled path's SpMM: 16 tokens at a time (8 in float64) transposed to
   [in][16], each output row summing its non-zeros' lines in four interleaved partial sums,
   parallel over token blocks (prange).
@@ -25,8 +26,8 @@ _JIT = dict(cache=True, nogil=True)
 _controller = None
 
 
-def _blas_limit():
-    """Limit the BLAS that np.dot calls inside Numba to Numba's current thread count."""
+def _blas_limit(threads=None):
+    """Limit the BLAS that np.dot calls inside Numba to `threads` (default: Numba's count)."""
     global _controller
     try:
         from threadpoolctl import ThreadpoolController
@@ -36,7 +37,7 @@ def _blas_limit():
         import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot binds)
 
         _controller = ThreadpoolController()
-    return _controller.limit(limits=numba.get_num_threads(), user_api="blas")
+    return _controller.limit(limits=threads or numba.get_num_threads(), user_api="blas")
 
 
 @njit(**_JIT)
@@ -178,5 +179,5 @@ def sparse_lowrank_linear(x, b, a, indptr, indices, values, bias):
 def multi_lora_linear(x, w, a, b, ids, scales, bias):
     bias_, hb = _opt(bias, x.dtype)
     w_, hw = (w, True) if w is not None else (np.zeros((0, 0), dtype=x.dtype), False)
-    with _blas_limit():
+    with _blas_limit(1):  # per-adapter GEMMs are too small to share between BLAS threads
         return _multi(x, w_, hw, a, b, ids, scales, bias_, hb)
