@@ -212,7 +212,7 @@ def _flops_lr(p):
 
 CASES = [
     Case(family=FAMILY, name="lowrank_r64", title="pure low-rank ((x V^T) U^T), rank 64, float32",
-         sizes={"quick": dict(m=512, k=512, n=512, r=64), "default": dict(m=2048, k=1024, n=1024, r=64),
+         sizes={"quick": dict(m=512, k=512, n=512, r=64), "default": dict(m=1024, k=1024, n=1024, r=64),
                 "full": dict(m=8192, k=4096, n=4096, r=64)},
          setup=_lr_setup, embkern=_lr_embkern, items=_flops_lr, unit="FLOP", check=_close,
          peers=[Peer("numpy (two matmuls)", _lr_numpy), Peer("torch (two matmuls)", _lr_torch, ("torch",))]),
@@ -229,7 +229,7 @@ CASES = [
                 Peer("numpy + scipy.sparse", _sp_numpy_scipy, ("scipy",))]),
     Case(family=FAMILY, name="multi_lora_16x_r16",
          title="16 LoRA adapters of rank 16, random adapter per token, delta only, float32",
-         sizes={"quick": dict(t=256, d=512, r=16, adapters=16), "default": dict(t=1024, d=2048, r=16, adapters=16),
+         sizes={"quick": dict(t=256, d=512, r=16, adapters=16), "default": dict(t=1024, d=1024, r=16, adapters=16),
                 "full": dict(t=4096, d=4096, r=16, adapters=16)},
          setup=_ml_setup, embkern=_ml_embkern, items=lambda p: 4.0 * p["t"] * p["r"] * p["d"],
          unit="FLOP", check=_close,
