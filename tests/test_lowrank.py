@@ -365,3 +365,16 @@ def test_large_results_are_independent_arrays(rng):
     assert rel_err(third, ref) < 1e-5 and rel_err(second, ref) < 1e-5
     _core.lowrank.release_buffers()
     assert rel_err(third, ref) < 1e-5  # live results are never in the cache
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_outputs_streamed(backend, rng, dtype):
+    """Outputs of >= 32 MiB are written with non-temporal stores where final (compiled path)."""
+    m, k, n, r = 1031, 9, 8200, 3  # odd rows, a column tail past the register tile
+    x, u, v = randn(rng, (m, k), dtype), randn(rng, (n, r), dtype), randn(rng, (r, k), dtype)
+    X, U, V = f64(x, u, v)
+    assert_close(lowrank.lowrank_linear(x, u, v, backend=backend), (X @ V.T) @ U.T, dtype)
+    sa, sb = randn(rng, (2, r, k), dtype), randn(rng, (2, n, r), dtype)
+    ids = rng.integers(-1, 2, m)
+    got = lowrank.multi_lora_linear(x, None, sa, sb, ids, backend=backend)
+    assert_close(got, loop_reference(x, None, sa, sb, ids, np.ones(2), None), dtype)
