@@ -1,10 +1,49 @@
 // The lowrank family's entries in the kernel table (filled per tier by register_lowrank).
+//
+// Every product of the family is a GEMM "C = A B^T" with B in PyTorch's (out, in) layout, cut into
+// BLIS-style blocks by the driver (lowrank_driver.cpp); the tier supplies only the two inner
+// loops that carry the FLOPs:
+// * gemm: an MR x NR register tile swept over a packed A block (mb x kc) and packed B panels.
+//   A is packed [tile][k][MR] (rows past m are zero), B [panel][k][NR] (columns past n zero),
+//   so the tile loop reads both operands contiguously. C rows come as pointers, which lets
+//   multi-adapter LoRA scatter its output rows in place.
+// * spmm: a sparse matrix S (CSR: out rows, in columns) times a transposed block of SW tokens,
+//   xt [K][SW]: out[n][0..SW) = sum_p values[p] * xt[indices[p]][0..SW). SW values are one
+//   64-byte line, so each non-zero costs one line read from the L2-resident block.
 #pragma once
 #include <cstdint>
 
 namespace embkern {
 
+constexpr int64_t kLrMR = 6;     // register tile rows (both dtypes)
+constexpr int64_t kLrNR32 = 16;  // register tile columns, float32 (two 8-lane vectors)
+constexpr int64_t kLrNR64 = 8;   // float64 (two 4-lane vectors)
+constexpr int64_t kLrSW32 = 16;  // tokens per SpMM block, float32
+constexpr int64_t kLrSW64 = 8;   // float64
+
 struct LowrankKernels {
+    // For rows i < m and columns j < n:
+    //   C[i][c0 + j] = (acc ? C[i][c0 + j] + s : s) (+ bias[j] when bias), s = sum_{k<kc} A[i][k] B[j][k]
+    // ap: ceil(m / MR) packed tiles of kc * MR; bp: ceil(n / NR) panels, panel p at bp + p * bstride.
+    // stream: C is final and large; aligned full tiles may bypass the cache (non-temporal stores).
+    void (*gemm_f32)(const float* ap, int64_t m, const float* bp, int64_t bstride, int64_t n,
+                     int64_t kc, float* const* crows, int64_t c0, const float* bias, bool acc,
+                     bool stream);
+    void (*gemm_f64)(const double* ap, int64_t m, const double* bp, int64_t bstride, int64_t n,
+                     int64_t kc, double* const* crows, int64_t c0, const double* bias, bool acc,
+                     bool stream);
+    // Packs rows [0, m) of an A operand (row pointers; columns [k0, k0 + kc)) into ceil(m / MR)
+    // tiles [kk][MR] (rows past m zero) and prefetches the next `next` columns of each row.
+    // ap needs ceil(m / MR) * MR * kc + 8 elements (the SIMD form writes 8 at a time).
+    void (*pack_a_f32)(const float* const* rows, int64_t m, int64_t k0, int64_t kc, float* ap,
+                       int64_t next);
+    void (*pack_a_f64)(const double* const* rows, int64_t m, int64_t k0, int64_t kc, double* ap,
+                       int64_t next);
+    // out[(i - n0) * SW + l] = sum_{p in row i} values[p] * xt[indices[p] * SW + l], i in [n0, n1).
+    void (*spmm_f32)(const float* xt, const int64_t* indptr, const int32_t* indices,
+                     const float* values, int64_t n0, int64_t n1, float* out);
+    void (*spmm_f64)(const double* xt, const int64_t* indptr, const int32_t* indices,
+                     const double* values, int64_t n0, int64_t n1, double* out);
 };
 
 }  // namespace embkern

@@ -1,8 +1,8 @@
-// lowrank kernels, neon tier.
-#include "common/dispatch.hpp"
+// lowrank kernels, neon tier: the generic bodies of kernel.hpp compiled with this tier's flags.
+#include "lowrank/kernel.hpp"
 
 namespace embkern::cpu::EMBKERN_ISA_NS {
 
-void register_lowrank(LowrankKernels& t) { (void)t; }
+void register_lowrank(LowrankKernels& t) { register_lowrank_generic(t); }
 
 }  // namespace embkern::cpu::EMBKERN_ISA_NS
