@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from . import binary, fde, pq, projection
+from . import binary, fde, lowrank, pq, projection
 from ._dispatch import (
     cuda_available,
     cuda_status,
@@ -44,6 +44,7 @@ __all__ = [
     "pq",
     "fde",
     "projection",
+    "lowrank",
     "pack_signs",
     "hamming_distance",
     "hamming_topk",
