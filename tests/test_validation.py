@@ -116,3 +116,20 @@ def test_fuzz_binary_entry_points(nq, nb, cs, k, radius, dtype, backend, seed):
         np.testing.assert_array_equal(i, wi)
     x = rng.standard_normal((nq, cs)).astype(np.float32)
     np.testing.assert_array_equal(binary.pack_signs(x, backend=backend), np.packbits(x > 0, axis=-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_every_non_finite_value(dtype, bad):
+    from embkern import _dispatch
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(3 * (1 << 18) + 5).astype(dtype)  # several chunks and a tail
+    assert _dispatch.all_finite(x)
+    assert _dispatch.all_finite(np.array([np.finfo(dtype).max, -np.finfo(dtype).max,
+                                          np.finfo(dtype).tiny / 4, -0.0], dtype))
+    for at in (0, 1 << 18, x.size - 1):
+        y = x.copy()
+        y[at] = bad
+        assert not _dispatch.all_finite(y)
+    assert not _dispatch.all_finite(np.full((3, 7), bad, dtype)[:, ::2])  # strided: numpy's check

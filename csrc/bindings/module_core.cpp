@@ -1,11 +1,46 @@
 // embkern._core: the compiled CPU kernels. Configuration (ISA tier, threads) at top level, one
 // submodule per kernel family.
+#include <algorithm>
+#include <atomic>
+
 #include "bindings/arrays.hpp"
 #include "common/cpu_features.hpp"
 #include "common/dispatch.hpp"
 #include "common/parallel.hpp"
 
 namespace py = pybind11;
+
+namespace {
+
+// True when no element is NaN or +-inf: an exponent field of all ones. Integer bit tests (no
+// float compares, so -ffast-math-free code vectorizes), chunks over the thread pool, the GIL
+// released; a chunk that finds one stops the others early.
+template <class Bits>
+bool all_finite_bits(const Bits* v, int64_t n, Bits exponent) {
+    constexpr int64_t chunk = int64_t(1) << 18;
+    std::atomic<bool> bad{false};
+    embkern::parallel_for((n + chunk - 1) / chunk, [&](int64_t t) {
+        if (bad.load(std::memory_order_relaxed)) return;
+        const int64_t lo = t * chunk, hi = std::min(n, lo + chunk);
+        Bits hit = 0;
+        for (int64_t i = lo; i < hi; ++i) hit |= static_cast<Bits>((v[i] & exponent) == exponent);
+        if (hit) bad.store(true, std::memory_order_relaxed);
+    });
+    return !bad.load();
+}
+
+bool all_finite(const py::array& a) {
+    if (!(a.flags() & py::array::c_style)) throw py::value_error("all_finite needs a C-contiguous array");
+    const int64_t n = static_cast<int64_t>(a.size());
+    py::gil_scoped_release nogil;
+    if (a.dtype().is(py::dtype::of<float>()))
+        return all_finite_bits(static_cast<const uint32_t*>(a.data()), n, uint32_t(0x7f800000u));
+    if (a.dtype().is(py::dtype::of<double>()))
+        return all_finite_bits(static_cast<const uint64_t*>(a.data()), n, uint64_t(0x7ff0000000000000ull));
+    throw py::type_error("all_finite takes float32 or float64 arrays");
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.doc() = "embkern compiled CPU kernels (private; use the embkern package)";
@@ -27,6 +62,8 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
         embkern::set_num_threads(n);
     }, py::arg("n"));
     m.def("get_num_threads", &embkern::get_num_threads);
+    m.def("all_finite", &all_finite, py::arg("a"),
+          "True when a C-contiguous float32/float64 array holds no NaN or inf (threads, no GIL)");
     auto binary = m.def_submodule("binary", "binary-code kernels");
     embkern::bindings::register_binary(binary);
     auto pq = m.def_submodule("pq", "product-quantization kernels");

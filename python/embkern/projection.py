@@ -116,7 +116,7 @@ def _float_dtype(dtype) -> np.dtype:
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:
-    if arr.size and not np.isfinite(arr).all():
+    if not _d.all_finite(arr):
         raise ValueError(f"{name} contains NaN or inf (Input contains NaN or infinity)")
 
 
