@@ -133,3 +133,15 @@ def test_all_finite_finds_every_non_finite_value(dtype, bad):
         y[at] = bad
         assert not _dispatch.all_finite(y)
     assert not _dispatch.all_finite(np.full((3, 7), bad, dtype)[:, ::2])  # strided: numpy's check
+
+
+def test_all_finite_takes_unpickled_and_non_native_dtypes():
+    import pickle
+
+    from embkern import _dispatch
+
+    x = pickle.loads(pickle.dumps(np.ones((4, 3), np.float32)))  # dtype object not the singleton
+    assert _dispatch.all_finite(x)
+    y = np.ones(5, dtype=">f8")
+    y[2] = np.nan
+    assert not _dispatch.all_finite(y)

@@ -32,12 +32,14 @@ bool all_finite_bits(const Bits* v, int64_t n, Bits exponent) {
 bool all_finite(const py::array& a) {
     if (!(a.flags() & py::array::c_style)) throw py::value_error("all_finite needs a C-contiguous array");
     const int64_t n = static_cast<int64_t>(a.size());
+    const void* data = a.data();
+    // Read the dtype while holding the GIL; only the scan runs without it.
+    const bool f32 = a.dtype().equal(py::dtype::of<float>());
+    const bool f64 = a.dtype().equal(py::dtype::of<double>());
+    if (!f32 && !f64) throw py::type_error("all_finite takes float32 or float64 arrays");
     py::gil_scoped_release nogil;
-    if (a.dtype().is(py::dtype::of<float>()))
-        return all_finite_bits(static_cast<const uint32_t*>(a.data()), n, uint32_t(0x7f800000u));
-    if (a.dtype().is(py::dtype::of<double>()))
-        return all_finite_bits(static_cast<const uint64_t*>(a.data()), n, uint64_t(0x7ff0000000000000ull));
-    throw py::type_error("all_finite takes float32 or float64 arrays");
+    if (f32) return all_finite_bits(static_cast<const uint32_t*>(data), n, uint32_t(0x7f800000u));
+    return all_finite_bits(static_cast<const uint64_t*>(data), n, uint64_t(0x7ff0000000000000ull));
 }
 
 }  // namespace
