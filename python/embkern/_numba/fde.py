@@ -268,12 +268,10 @@ def _encode_batch(x, offsets, gauss, col, sign, fidx, fsign, reps, k, p, final_d
         if final_dim > 0:
             fde = np.zeros(inner, np.float32)
         else:
-            fde = out[c]
-            fde[:] = np.float32(0.0)
+            fde = out[c]  # out comes zeroed from np.zeros: no second pass over it
         _encode_one(xc, hi - lo, d, reps, k, p, gauss, col, sign, document, fill, ams, fde)
         if final_dim > 0:
             o = out[c]
-            o[:] = np.float32(0.0)
             for i in range(inner):
                 t = fidx[i]
                 o[t] = o[t] + fsign[i] * fde[i]
