@@ -378,3 +378,15 @@ def test_large_outputs_streamed(backend, rng, dtype):
     ids = rng.integers(-1, 2, m)
     got = lowrank.multi_lora_linear(x, None, sa, sb, ids, backend=backend)
     assert_close(got, loop_reference(x, None, sa, sb, ids, np.ones(2), None), dtype)
+
+
+def test_unpickled_arrays_are_accepted():
+    # an unpickled array's dtype is a different object of the same type: checks compare by value
+    import pickle
+
+    rng = np.random.default_rng(0)
+    x, w, a, b = (pickle.loads(pickle.dumps(rng.standard_normal(s).astype(np.float32)))
+                  for s in ((5, 16), (8, 16), (2, 16), (8, 2)))
+    y = lowrank.lora_linear(x, w, a, b, scale=0.5, backend="cpu")
+    ref = x.astype(np.float64) @ w.T + 0.5 * (x.astype(np.float64) @ a.T) @ b.T
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)

@@ -117,7 +117,7 @@ template <class T>
 carray<T> exact(const py::object& o, const char* name) {
     if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(name) + " must be a numpy array");
     py::array a = py::reinterpret_borrow<py::array>(o);
-    if (!a.dtype().is(py::dtype::of<T>()))
+    if (!a.dtype().equal(py::dtype::of<T>()))
         throw py::type_error(std::string(name) + " must have dtype " +
                              std::string(py::str(py::dtype::of<T>())) + " (that of x), got " +
                              std::string(py::str(a.dtype())));
@@ -135,33 +135,48 @@ const T* optional(const py::object& o, int64_t n, const char* name) {
 }
 
 bool is_f64(const py::array& x) {
-    if (x.dtype().is(py::dtype::of<double>())) return true;
-    if (x.dtype().is(py::dtype::of<float>())) return false;
+    // equal, not is: an unpickled array's dtype is a different object of the same type
+    if (x.dtype().equal(py::dtype::of<double>())) return true;
+    if (x.dtype().equal(py::dtype::of<float>())) return false;
     throw py::type_error("x must be float32 or float64, got " + std::string(py::str(x.dtype())));
 }
+
+// The checked arguments of a LoRA layer (x (M, K), weight (N, K), lora_a (r, K), lora_b (N, r)).
+template <class T>
+struct LoraArgs {
+    carray<T> x, w, a, b;
+    const T* bias;
+    int64_t M, K, N, r;
+
+    LoraArgs(const py::object& xo, const py::object& wo, const py::object& ao,
+             const py::object& bo, const py::object& biaso)
+        : x(exact<T>(xo, "x")) {
+        require_ndim(x, 2, "x");
+        M = x.shape(0);
+        K = x.shape(1);
+        w = exact<T>(wo, "weight");
+        require_ndim(w, 2, "weight");
+        N = w.shape(0);
+        check_shape(w, {N, K}, "weight");
+        a = exact<T>(ao, "lora_a");
+        require_ndim(a, 2, "lora_a");
+        r = a.shape(0);
+        check_shape(a, {r, K}, "lora_a");
+        b = exact<T>(bo, "lora_b");
+        check_shape(b, {N, r}, "lora_b");
+        bias = optional<T>(biaso, N, "bias");
+    }
+};
 
 template <class T>
 py::array lora(const py::object& xo, const py::object& wo, const py::object& ao,
                const py::object& bo, double scale, const py::object& biaso) {
-    auto x = exact<T>(xo, "x");
-    require_ndim(x, 2, "x");
-    const int64_t M = x.shape(0), K = x.shape(1);
-    auto w = exact<T>(wo, "weight");
-    require_ndim(w, 2, "weight");
-    const int64_t N = w.shape(0);
-    check_shape(w, {N, K}, "weight");
-    auto a = exact<T>(ao, "lora_a");
-    require_ndim(a, 2, "lora_a");
-    const int64_t r = a.shape(0);
-    check_shape(a, {r, K}, "lora_a");
-    auto b = exact<T>(bo, "lora_b");
-    check_shape(b, {N, r}, "lora_b");
-    const T* bias = optional<T>(biaso, N, "bias");
-    py::array_t<T> y = new_output<T>(M, N);
+    const LoraArgs<T> g(xo, wo, ao, bo, biaso);
+    py::array_t<T> y = new_output<T>(g.M, g.N);
     {
         py::gil_scoped_release nogil;
-        lowrank::lora_linear<T>(x.data(), M, K, w.data(), N, a.data(), r, b.data(),
-                                static_cast<T>(scale), bias, y.mutable_data());
+        lowrank::lora_linear<T>(g.x.data(), g.M, g.K, g.w.data(), g.N, g.a.data(), g.r, g.b.data(),
+                                static_cast<T>(scale), g.bias, y.mutable_data());
     }
     return y;
 }
@@ -170,29 +185,17 @@ template <class T>
 py::array lora_blas(const py::object& xo, const py::object& wo, const py::object& ao,
                     const py::object& bo, double scale, const py::object& biaso,
                     const py::capsule& gemm) {
-    auto x = exact<T>(xo, "x");
-    require_ndim(x, 2, "x");
-    const int64_t M = x.shape(0), K = x.shape(1);
-    auto w = exact<T>(wo, "weight");
-    require_ndim(w, 2, "weight");
-    const int64_t N = w.shape(0);
-    check_shape(w, {N, K}, "weight");
-    auto a = exact<T>(ao, "lora_a");
-    require_ndim(a, 2, "lora_a");
-    const int64_t r = a.shape(0);
-    check_shape(a, {r, K}, "lora_a");
-    auto b = exact<T>(bo, "lora_b");
-    check_shape(b, {N, r}, "lora_b");
-    const T* bias = optional<T>(biaso, N, "bias");
+    const LoraArgs<T> g(xo, wo, ao, bo, biaso);
     const int64_t lim = 2147483647;
-    require(M < lim && N < lim && K < lim && N * K < lim * 64, "shape too large for a 32-bit BLAS");
+    require(g.M < lim && g.N < lim && g.K < lim && g.N * g.K < lim * 64,
+            "shape too large for a 32-bit BLAS");
     const void* fn = PyCapsule_GetPointer(gemm.ptr(), PyCapsule_GetName(gemm.ptr()));
     if (!fn) throw py::error_already_set();
-    py::array_t<T> y = new_output<T>(M, N);
+    py::array_t<T> y = new_output<T>(g.M, g.N);
     {
         py::gil_scoped_release nogil;
-        lowrank::lora_linear_blas<T>(x.data(), M, K, w.data(), N, a.data(), r, b.data(),
-                                     static_cast<T>(scale), bias, y.mutable_data(), fn);
+        lowrank::lora_linear_blas<T>(g.x.data(), g.M, g.K, g.w.data(), g.N, g.a.data(), g.r,
+                                     g.b.data(), static_cast<T>(scale), g.bias, y.mutable_data(), fn);
     }
     return y;
 }
