@@ -45,14 +45,6 @@ HERE = os.path.abspath(__file__)
 SITE = "/tmp/embkern_gpu_check_site"  # private install target (PYTHONPATH for every later stage)
 CORRECTNESS = ("import", "pytest_gpu", "memcheck", "racecheck")
 FAMILIES = ("binary", "pq", "projection", "fde", "lowrank")
-# names of embkern._cuda functions per family (prefix match; binary lists its kernels)
-FAMILY_PREFIXES = {
-    "binary": ("pack_signs", "hamming_", "binary_"),
-    "pq": ("pq_", "adc_"),
-    "projection": ("projection_", "srp_", "fastrp_", "spmm_"),
-    "fde": ("fde_", "muvera_"),
-    "lowrank": ("lowrank_", "lora_", "bgmv_", "sgmv_"),
-}
 LOG_CAP = 400_000  # characters of one command's output kept in log.txt
 
 
@@ -411,42 +403,49 @@ def child_torch_ceilings(quick: bool) -> None:
             print(f"{tag} failed: {type(e).__name__}: {e}", flush=True)
 
 
-def child_smoke() -> None:
-    """A few CUDA kernel calls on host (numpy) inputs, checked against the CPU; tiny and fast."""
-    import numpy as np
+def case_modules() -> dict:
+    """bench/gpu_cases/<family>.py for each family that has one (smoke() and bench())."""
+    import importlib.util
 
+    out = {}
+    for fam in FAMILIES:
+        path = os.path.join(os.path.dirname(HERE), "gpu_cases", f"{fam}.py")
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(f"gpu_case_{fam}", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            out[fam] = mod
+    return out
+
+
+def child_smoke() -> None:
+    """A few CUDA kernel calls per family on host (numpy) inputs, checked against the CPU."""
     from embkern import _cuda_backend as cb
 
     if not cb.available():
         print("no CUDA:", cb.status())
         sys.exit(2)
-    rng = np.random.default_rng(7)
-    pop = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.int32)
-    x = rng.standard_normal((37, 77)).astype(np.float32)
-    got = cb.pack_signs_f32(x, 0.0, False)
-    assert np.array_equal(got, np.packbits(x > 0, axis=-1)), "pack_signs_f32"
-    for nq, nb, cs, k in ((3, 101, 16, 5), (5, 1000, 33, 64), (2, 300, 128, 1)):
-        q = rng.integers(0, 256, (nq, cs), dtype=np.uint8)
-        db = rng.integers(0, 256, (nb, cs), dtype=np.uint8)
-        ref = pop[q[:, None, :] ^ db[None, :, :]].sum(-1, dtype=np.int32)
-        assert np.array_equal(cb.hamming_distance(q, db), ref), f"hamming_distance {nq}x{nb}x{cs}"
-        d, i = cb.hamming_topk(q, db, k)
-        idx = np.argsort(ref, axis=1, kind="stable")[:, :k]
-        assert np.array_equal(d, np.take_along_axis(ref, idx, 1)), f"hamming_topk distances {nq}x{nb}x{cs}"
-        assert np.array_equal(i, idx), f"hamming_topk indices {nq}x{nb}x{cs}"
+    kernels = family_kernels()
+    for fam, mod in case_modules().items():
+        if kernels[fam]:
+            mod.smoke()
+            print(f"smoke {fam} ok", flush=True)
     print("smoke ok", flush=True)
 
 
 def family_kernels() -> dict:
-    """Per family: the embkern._cuda functions that belong to it (empty: no CUDA kernel yet)."""
+    """Per family: the kernels of its submodule embkern._cuda.<family> (empty: no CUDA kernel yet)."""
     try:
         import importlib
 
         mod = importlib.import_module("embkern._cuda")
-        names = [n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))]
     except ImportError:
-        names = []
-    return {fam: sorted(n for n in names if n.startswith(FAMILY_PREFIXES[fam])) for fam in FAMILIES}
+        mod = None
+    out = {}
+    for fam in FAMILIES:
+        sub = getattr(mod, fam, None) if mod is not None else None
+        out[fam] = sorted(n for n in dir(sub) if not n.startswith("_") and callable(getattr(sub, n))) if sub else []
+    return out
 
 
 def child_bench(out_path: str, ceilings: dict, quick: bool, no_gpu: bool) -> None:
@@ -459,21 +458,23 @@ def child_bench(out_path: str, ceilings: dict, quick: bool, no_gpu: bool) -> Non
         print("BENCH", json.dumps(r), flush=True)
 
     kernels = family_kernels()
-    benched = {"binary": bench_binary}
+    benched = {fam: mod.bench for fam, mod in case_modules().items() if hasattr(mod, "bench")}
     for fam in FAMILIES:
         if not kernels[fam]:
             emit(family=fam, case="-", status="no CUDA kernel yet")
         elif no_gpu:
             emit(family=fam, case="-", status="no GPU", kernels=kernels[fam])
         elif fam not in benched:
-            emit(family=fam, case="-", status="kernels present, no bench case in gpu_check.py yet",
+            emit(family=fam, case="-", status="kernels present, no bench case in gpu_cases/ yet",
                  kernels=kernels[fam])
     if no_gpu:
         return
     for fam, fn in benched.items():
         if kernels[fam]:
             try:
-                fn(emit, ceilings, quick, deadline)
+                import torch
+
+                fn(emit, ceilings, quick, deadline, _timer(torch, 5 if quick else 10, 3.0))
             except Exception as e:
                 emit(family=fam, case="-", status=f"FAIL {type(e).__name__}: {e}")
 
@@ -497,152 +498,6 @@ def _timer(torch, reps: int, budget_s: float):
         ts.sort()
         return ts[len(ts) // 2], len(ts)
     return run
-
-
-def _torch_popcount64(x):
-    """SWAR popcount of int64 words (torch has no popcount op); arithmetic shifts are masked off."""
-    x = x - ((x >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    return (x * 0x0101010101010101) >> 56
-
-
-def bench_binary(emit, ceilings: dict, quick: bool, deadline: float) -> None:
-    import torch
-
-    from embkern import _cuda_backend as cb
-
-    timer = _timer(torch, 5 if quick else 10, 3.0)
-    g = torch.Generator(device="cuda").manual_seed(1)
-    n_db = 100_000 if quick else 1_000_000
-    cs = 128  # 1024-bit codes
-    k = 10
-    # two DB sets: 2 x 128 MB, so repeated calls don't run from the 60 MB L2 alone
-    dbs = [torch.randint(0, 256, (n_db, cs), device="cuda", dtype=torch.uint8, generator=g) for _ in range(2)]
-    words_s = ceilings.get("popc_words")  # 32-bit xor+popc+add per second, whole GPU
-    read_bw = ceilings.get("hbm_read")  # TB/s
-
-    def floor_s(nq):
-        f = []
-        if words_s:
-            f.append(nq * n_db * cs / 4 / words_s)
-        if read_bw:
-            f.append(n_db * cs / (read_bw * 1e12))
-        return max(f) if f else None
-
-    def record(case, impl, sec, reps, nq, extra=None):
-        fl = floor_s(nq)
-        emit(family="binary", case=case, impl=impl, status="ok", median_ms=round(sec * 1e3, 4), reps=reps,
-             pairs_per_s=nq * n_db / sec, floor_ms=round(fl * 1e3, 4) if fl else None,
-             pct_of_floor=round(100 * fl / sec, 1) if fl else None, **(extra or {}))
-
-    db64 = [d.view(torch.int64) for d in dbs]
-    for nq in ((1, 100) if quick else (1, 100, 1000)):
-        if time.monotonic() > deadline - 20:
-            emit(family="binary", case=f"topk q={nq}", status="skip: bench time box")
-            continue
-        qs = [torch.randint(0, 256, (nq, cs), device="cuda", dtype=torch.uint8, generator=g) for _ in range(2)]
-        case = f"hamming_topk q={nq} n={n_db} bits={cs * 8} k={k}"
-        sec, reps = timer(lambda i: cb.hamming_topk(qs[i % 2], dbs[i % 2], k))
-        ek_d, ek_i = cb.hamming_topk(qs[0], dbs[0], k)
-        record(case, "embkern", sec, reps, nq)
-
-        q64 = [q.view(torch.int64) for q in qs]
-        chunk = max(1, (2 << 30) // (n_db * cs))  # queries per step: <= 2 GB of int64 temporaries
-
-        def torch_topk(i):
-            q, d = q64[i % 2], db64[i % 2]
-            outs = []
-            for s in range(0, nq, chunk):
-                x = torch.bitwise_xor(q[s:s + chunk, None, :], d[None, :, :])
-                dist = _torch_popcount64(x).sum(-1)
-                outs.append(torch.topk(dist, k, dim=1, largest=False, sorted=True))
-            return outs
-
-        if time.monotonic() < deadline - 20:
-            try:
-                sec, reps = timer(torch_topk)
-                ref = torch.cat([o.values for o in torch_topk(0)]).to(torch.int32)
-                agree = bool(torch.equal(ref, ek_d))
-                record(case, "torch xor+SWAR popcount+topk", sec, reps, nq, {"distances_agree": agree})
-            except Exception as e:
-                emit(family="binary", case=case, impl="torch xor+SWAR popcount+topk",
-                     status=f"FAIL {type(e).__name__}: {e}")
-            torch.cuda.empty_cache()
-        try:
-            import cupy
-        except ImportError:
-            cupy = None
-        if cupy is not None and hasattr(cupy, "bitwise_count") and time.monotonic() < deadline - 20:
-
-            cq = [cupy.from_dlpack(q) for q in q64]
-            cd = [cupy.from_dlpack(d) for d in db64]
-            cchunk = max(1, (1 << 30) // (n_db * cs))
-
-            def cupy_topk(i):
-                q, d = cq[i % 2], cd[i % 2]
-                outs = []
-                for s in range(0, nq, cchunk):
-                    dist = cupy.bitwise_count(q[s:s + cchunk, None, :] ^ d[None, :, :]).sum(-1, dtype=cupy.int32)
-                    outs.append(torch.topk(torch.from_dlpack(dist), k, dim=1, largest=False, sorted=True))
-                return outs
-
-            try:
-                sec, reps = timer(cupy_topk)
-                record(case, "cupy bitwise_count + torch.topk", sec, reps, nq)
-            except Exception as e:
-                emit(family="binary", case=case, impl="cupy bitwise_count + torch.topk",
-                     status=f"FAIL {type(e).__name__}: {e}")
-            cupy.get_default_memory_pool().free_all_blocks()
-        if nq >= 100 and time.monotonic() < deadline - 20:
-            try:
-                shifts = torch.arange(7, -1, -1, device="cuda", dtype=torch.uint8)
-
-                def pm1(codes):  # bits -> +-1 int8, big-endian bit order within bytes
-                    bits = (codes[:, :, None] >> shifts) & 1
-                    return (bits.to(torch.int8) * 2 - 1).reshape(codes.shape[0], -1)
-
-                dpm = [pm1(d) for d in dbs]
-                qpm = [pm1(q) for q in qs]
-                nbits = cs * 8
-
-                def intmm_topk(i):
-                    dot = torch._int_mm(qpm[i % 2], dpm[i % 2].t())
-                    return torch.topk(dot, k, dim=1, largest=True, sorted=True)
-
-                sec, reps = timer(intmm_topk)
-                ham = ((nbits - intmm_topk(0).values) // 2).to(torch.int32)
-                record(case, "torch _int_mm(+-1 int8) + topk", sec, reps, nq,
-                       {"distances_agree": bool(torch.equal(ham, ek_d)), "note": "bits pre-unpacked"})
-                del dpm, qpm
-            except Exception as e:
-                emit(family="binary", case=case, impl="torch _int_mm(+-1 int8) + topk",
-                     status=f"FAIL {type(e).__name__}: {e}")
-        torch.cuda.empty_cache()
-
-    # hamming_distance (full matrix) and pack_signs, one size each
-    if time.monotonic() < deadline - 20:
-        nq = 100
-        qs = [torch.randint(0, 256, (nq, cs), device="cuda", dtype=torch.uint8, generator=g) for _ in range(2)]
-        sec, reps = timer(lambda i: cb.hamming_distance(qs[i % 2], dbs[i % 2]))
-        record(f"hamming_distance q={nq} n={n_db} bits={cs * 8}", "embkern", sec, reps, nq,
-               {"out_GB": nq * n_db * 4 / 1e9})
-    if time.monotonic() < deadline - 20:
-        del dbs, db64
-        torch.cuda.empty_cache()
-        n, d = (100_000 if quick else 1_000_000), 1024
-        xs = [torch.randn(n, d, device="cuda", generator=g) for _ in range(2)]
-        weights = (2 ** torch.arange(7, -1, -1, device="cuda", dtype=torch.int32)).to(torch.uint8)
-        sec, reps = timer(lambda i: cb.pack_signs_f32(xs[i % 2], 0.0, False))
-        bw = n * d * 4 / sec / 1e12
-        emit(family="binary", case=f"pack_signs_f32 n={n} d={d}", impl="embkern", status="ok",
-             median_ms=round(sec * 1e3, 4), reps=reps, read_TBps=round(bw, 3),
-             pct_of_floor=round(100 * bw / read_bw, 1) if read_bw else None)
-        sec, reps = timer(lambda i: ((xs[i % 2] > 0).view(n, d // 8, 8).to(torch.uint8) * weights).sum(-1, dtype=torch.uint8))
-        bw = n * d * 4 / sec / 1e12
-        emit(family="binary", case=f"pack_signs_f32 n={n} d={d}", impl="torch compare+weights+sum",
-             status="ok", median_ms=round(sec * 1e3, 4), reps=reps, read_TBps=round(bw, 3),
-             pct_of_floor=round(100 * bw / read_bw, 1) if read_bw else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from embkern import _cuda_backend as cb
+from embkern._cuda_ops import binary as cbin
 
 try:
     _cuda = importlib.import_module("embkern._cuda")
@@ -98,18 +99,18 @@ def test_no_device_status_names_the_cuda_error():
 def test_calls_without_gpu_raise_runtime_error_with_reason():
     a = np.zeros((2, 4), np.uint8)
     with pytest.raises(RuntimeError, match="CUDA backend is unavailable"):
-        cb.hamming_distance(a, a)
+        cbin.hamming_distance(a, a)
     with pytest.raises(RuntimeError, match="CUDA backend is unavailable"):
-        cb.hamming_topk(a, a, 1)
+        cbin.hamming_topk(a, a, 1)
     with pytest.raises(RuntimeError, match="CUDA backend is unavailable"):
-        cb.pack_signs_f32(np.zeros((2, 9), np.float32), 0.0, False)
+        cbin.pack_signs_f32(np.zeros((2, 9), np.float32), 0.0, False)
 
 
 def test_backend_defines_only_gpu_kernels():
     for name in ("pack_signs_f32", "pack_signs_f64", "hamming_distance", "hamming_topk"):
-        assert callable(getattr(cb, name))
+        assert callable(getattr(cbin, name))
     for name in ("hamming_range", "asymmetric_scores", "multibit_scores", "multibit_topk"):
-        assert not hasattr(cb, name)
+        assert not hasattr(cbin, name)
 
 
 # ---- array-protocol parsing (no GPU needed) ----------------------------------------------------
@@ -153,7 +154,7 @@ def test_c_contiguity(shape, strides, itemsize, expected):
 def test_cai_mask_rejected():
     a = FakeCAI((2, 4), mask=FakeCAI((2, 4), typestr="|b1"))
     with pytest.raises(ValueError, match="a: masked"):
-        cb.hamming_distance(a, FakeCAI((2, 4)))
+        cbin.hamming_distance(a, FakeCAI((2, 4)))
 
 
 def test_cai_missing_keys_and_bad_values():
@@ -177,34 +178,34 @@ def test_cai_missing_keys_and_bad_values():
 
 def test_cai_dtype_errors_name_the_argument():
     with pytest.raises(TypeError, match=r"a must be uint8 codes, got float32"):
-        cb.hamming_distance(FakeCAI((2, 4), "<f4"), FakeCAI((2, 4)))
+        cbin.hamming_distance(FakeCAI((2, 4), "<f4"), FakeCAI((2, 4)))
     with pytest.raises(TypeError, match=r"database must be uint8 codes, got int64"):
-        cb.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4), "<i8"), 1)
+        cbin.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4), "<i8"), 1)
     with pytest.raises(TypeError, match=r"x must be float32, got float64"):
-        cb.pack_signs_f32(FakeCAI((2, 9), "<f8"), 0.0, False)
+        cbin.pack_signs_f32(FakeCAI((2, 9), "<f8"), 0.0, False)
     with pytest.raises(TypeError, match=r"x must be float64, got float32"):
-        cb.pack_signs_f64(FakeCAI((2, 9), "<f4"), 0.0, False)
+        cbin.pack_signs_f64(FakeCAI((2, 9), "<f4"), 0.0, False)
     with pytest.raises(TypeError, match="non-native byte order"):
-        cb.pack_signs_f32(FakeCAI((2, 9), ">f4"), 0.0, False)
+        cbin.pack_signs_f32(FakeCAI((2, 9), ">f4"), 0.0, False)
     with pytest.raises(TypeError, match="unsupported element type"):
-        cb.pack_signs_f32(FakeCAI((2, 9), "<zz"), 0.0, False)
+        cbin.pack_signs_f32(FakeCAI((2, 9), "<zz"), 0.0, False)
 
 
 def test_cai_shape_and_layout_errors():
     with pytest.raises(ValueError, match="a must be C-contiguous"):
-        cb.hamming_distance(FakeCAI((3, 4), strides=(1, 3)), FakeCAI((2, 4)))
+        cbin.hamming_distance(FakeCAI((3, 4), strides=(1, 3)), FakeCAI((2, 4)))
     with pytest.raises(ValueError, match="queries must have 2 dimensions, got 1"):
-        cb.hamming_topk(FakeCAI((4,)), FakeCAI((3, 4)), 1)
+        cbin.hamming_topk(FakeCAI((4,)), FakeCAI((3, 4)), 1)
     with pytest.raises(ValueError, match="code widths differ: 4 vs 5 bytes"):
-        cb.hamming_distance(FakeCAI((3, 4)), FakeCAI((3, 5)))
+        cbin.hamming_distance(FakeCAI((3, 4)), FakeCAI((3, 5)))
     with pytest.raises(ValueError, match="at least one byte"):
-        cb.hamming_distance(FakeCAI((3, 0)), FakeCAI((3, 0)))
+        cbin.hamming_distance(FakeCAI((3, 0)), FakeCAI((3, 0)))
     with pytest.raises(ValueError, match=r"k must be in \[1, 3\], got 4"):
-        cb.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4)), 4)
+        cbin.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4)), 4)
     with pytest.raises(ValueError, match=r"k must be in \[1, 3\], got 0"):
-        cb.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4)), 0)
+        cbin.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4)), 0)
     with pytest.raises(ValueError, match="not aligned"):
-        cb.pack_signs_f32(FakeCAI((2, 9), "<f4", ptr=(1 << 32) + 2), 0.0, False)
+        cbin.pack_signs_f32(FakeCAI((2, 9), "<f4", ptr=(1 << 32) + 2), 0.0, False)
 
 
 def test_cai_property_that_raises_is_a_type_error():
@@ -214,21 +215,21 @@ def test_cai_property_that_raises_is_a_type_error():
             raise RuntimeError("Can't export tensors that require grad")
 
     with pytest.raises(TypeError, match="a: cannot read __cuda_array_interface__"):
-        cb.hamming_distance(Broken(), FakeCAI((2, 4)))
+        cbin.hamming_distance(Broken(), FakeCAI((2, 4)))
 
 
 def test_mixed_host_and_device_arguments_rejected():
     with pytest.raises(ValueError, match="a is a host array but b is a CUDA array"):
-        cb.hamming_distance(np.zeros((2, 4), np.uint8), FakeCAI((2, 4)))
+        cbin.hamming_distance(np.zeros((2, 4), np.uint8), FakeCAI((2, 4)))
     with pytest.raises(ValueError, match="database is a host array but queries is a CUDA array"):
-        cb.hamming_topk(FakeCAI((2, 4)), np.zeros((3, 4), np.uint8), 1)
+        cbin.hamming_topk(FakeCAI((2, 4)), np.zeros((3, 4), np.uint8), 1)
 
 
 def test_host_inputs_are_checked_like_device_ones():
     with pytest.raises(TypeError, match="a must be uint8 codes, got int64"):
-        cb.hamming_distance([[1, 2]], np.zeros((1, 2), np.uint8))
+        cbin.hamming_distance([[1, 2]], np.zeros((1, 2), np.uint8))
     with pytest.raises(TypeError, match="x must be float32, got float64"):
-        cb.pack_signs_f32(np.zeros((2, 3)), 0.0, False)
+        cbin.pack_signs_f32(np.zeros((2, 3)), 0.0, False)
     op = cb._operand(np.zeros((4, 6), np.uint8)[:, ::2], "a")  # non-contiguous host: copied
     assert op.kind == "host" and op.host.flags.c_contiguous and op.shape == (4, 3)
 
@@ -236,9 +237,9 @@ def test_host_inputs_are_checked_like_device_ones():
 @no_gpu_only
 def test_valid_device_arguments_reach_the_availability_check():
     with pytest.raises(RuntimeError, match="unavailable"):
-        cb.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4)), 2)
+        cbin.hamming_topk(FakeCAI((2, 4)), FakeCAI((3, 4)), 2)
     with pytest.raises(RuntimeError, match="unavailable"):
-        cb.pack_signs_f32(FakeCAI((2, 9), "<f4", strides=(36, 4)), 0.0, True)
+        cbin.pack_signs_f32(FakeCAI((2, 9), "<f4", strides=(36, 4)), 0.0, True)
 
 
 class _DLPackOnly:
@@ -292,17 +293,17 @@ def test_emulated_pack_signs(d, little):
     x[0, 0] = np.nan
     x[1, : min(d, 3)] = 0.25  # == threshold: bit clear
     for f32 in (x, misaligned(x, 4)):  # the 16-byte vector path and the scalar one
-        np.testing.assert_array_equal(_cuda._emulate_pack_signs_f32(f32, 0.25, little, 32, 1),
+        np.testing.assert_array_equal(_cuda.binary._emulate_pack_signs_f32(f32, 0.25, little, 32, 1),
                                       ref_pack(f32, np.float32(0.25), little))
     x64 = x.astype(np.float64) + 1e-12
-    np.testing.assert_array_equal(_cuda._emulate_pack_signs_f64(x64, 0.25, little, 64, 2),
+    np.testing.assert_array_equal(_cuda.binary._emulate_pack_signs_f64(x64, 0.25, little, 64, 2),
                                   ref_pack(x64, 0.25, little))
 
 
 @needs_module
 def test_emulated_pack_signs_empty():
-    assert _cuda._emulate_pack_signs_f32(np.zeros((0, 5), np.float32), 0.0, False).shape == (0, 1)
-    assert _cuda._emulate_pack_signs_f32(np.zeros((3, 0), np.float32), 0.0, False).shape == (3, 0)
+    assert _cuda.binary._emulate_pack_signs_f32(np.zeros((0, 5), np.float32), 0.0, False).shape == (0, 1)
+    assert _cuda.binary._emulate_pack_signs_f32(np.zeros((3, 0), np.float32), 0.0, False).shape == (3, 0)
 
 
 @needs_module
@@ -310,21 +311,21 @@ def test_emulated_pack_signs_empty():
 def test_emulated_hamming_distance(cs):
     rng = np.random.default_rng(cs)
     a, b = codes(rng, 67, cs), codes(rng, 70, cs)
-    np.testing.assert_array_equal(_cuda._emulate_hamming_distance(a, b, 1), ref_distance(a, b))
+    np.testing.assert_array_equal(_cuda.binary._emulate_hamming_distance(a, b, 1), ref_distance(a, b))
     am = misaligned(a, 1)  # byte loads for one operand
-    np.testing.assert_array_equal(_cuda._emulate_hamming_distance(am, b, 2), ref_distance(a, b))
+    np.testing.assert_array_equal(_cuda.binary._emulate_hamming_distance(am, b, 2), ref_distance(a, b))
 
 
 @needs_module
 def test_emulated_hamming_distance_empty_and_errors():
     a = np.zeros((0, 4), np.uint8)
-    assert _cuda._emulate_hamming_distance(a, np.zeros((5, 4), np.uint8)).shape == (0, 5)
+    assert _cuda.binary._emulate_hamming_distance(a, np.zeros((5, 4), np.uint8)).shape == (0, 5)
     with pytest.raises(ValueError, match="at least one byte"):
-        _cuda._emulate_hamming_distance(np.zeros((2, 0), np.uint8), np.zeros((2, 0), np.uint8))
+        _cuda.binary._emulate_hamming_distance(np.zeros((2, 0), np.uint8), np.zeros((2, 0), np.uint8))
 
 
 def _check_topk(q, db, k, **kw):
-    d, i = _cuda._emulate_hamming_topk(q, db, k, **kw)
+    d, i = _cuda.binary._emulate_hamming_topk(q, db, k, **kw)
     rd, ri = ref_topk(q, db, k)
     assert d.dtype == np.int32 and i.dtype == np.int64 and d.shape == (len(q), k)
     np.testing.assert_array_equal(d, rd)
@@ -409,12 +410,12 @@ def test_emulated_topk_launch_shapes():
 def test_emulated_topk_errors():
     q = np.zeros((2, 4), np.uint8)
     with pytest.raises(ValueError, match=r"k must be in \[1, 3\]"):
-        _cuda._emulate_hamming_topk(q, np.zeros((3, 4), np.uint8), 4)
+        _cuda.binary._emulate_hamming_topk(q, np.zeros((3, 4), np.uint8), 4)
     with pytest.raises(ValueError, match="too large for the filter path"):
-        _cuda._emulate_hamming_topk(q, np.zeros((5000, 4), np.uint8), 4500, path=1)
+        _cuda.binary._emulate_hamming_topk(q, np.zeros((5000, 4), np.uint8), 4500, path=1)
     with pytest.raises(ValueError, match="threads"):
-        _cuda._emulate_hamming_topk(q, np.zeros((3, 4), np.uint8), 1, threads=48)
-    d, i = _cuda._emulate_hamming_topk(np.zeros((0, 4), np.uint8), np.zeros((3, 4), np.uint8), 2)
+        _cuda.binary._emulate_hamming_topk(q, np.zeros((3, 4), np.uint8), 1, threads=48)
+    d, i = _cuda.binary._emulate_hamming_topk(np.zeros((0, 4), np.uint8), np.zeros((3, 4), np.uint8), 2)
     assert d.shape == (0, 2) and i.shape == (0, 2)
 
 
@@ -435,12 +436,12 @@ def test_gpu_pack_signs(d):
     x = rng.standard_normal((131, d)).astype(np.float32)
     x[0, 0] = np.nan
     for little in (False, True):
-        got = cb.pack_signs_f32(x, 0.1, little)
+        got = cbin.pack_signs_f32(x, 0.1, little)
         np.testing.assert_array_equal(got, ref_pack(x, np.float32(0.1), little))
         if _cpu is not None:
             np.testing.assert_array_equal(got, _cpu.pack_signs_f32(x, 0.1, little))
         x64 = x.astype(np.float64)
-        np.testing.assert_array_equal(cb.pack_signs_f64(x64, 0.1, little), ref_pack(x64, 0.1, little))
+        np.testing.assert_array_equal(cbin.pack_signs_f64(x64, 0.1, little), ref_pack(x64, 0.1, little))
 
 
 @pytest.mark.gpu
@@ -449,7 +450,7 @@ def test_gpu_pack_signs(d):
 def test_gpu_hamming_distance(cs):
     rng = np.random.default_rng(cs)
     a, b = codes(rng, 130, cs), codes(rng, 67, cs)
-    got = cb.hamming_distance(a, b)
+    got = cbin.hamming_distance(a, b)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, ref_distance(a, b))
     if _cpu is not None:
@@ -463,7 +464,7 @@ def test_gpu_hamming_distance(cs):
 def test_gpu_hamming_topk(cs, k):
     rng = np.random.default_rng(cs * 1000 + k)
     q, db = codes(rng, 37, cs), codes(rng, 333, cs, levels=3)  # many ties
-    d, i = cb.hamming_topk(q, db, k)
+    d, i = cbin.hamming_topk(q, db, k)
     rd, ri = _cpu_topk(q, db, k)
     np.testing.assert_array_equal(d, rd)
     np.testing.assert_array_equal(i, ri)
@@ -486,7 +487,7 @@ def test_gpu_hamming_topk_forced_paths(launch):
     rng = np.random.default_rng(11)
     q, db = codes(rng, 5, 32), codes(rng, 5000, 32, levels=2)
     for k in (1, 100, 2000):
-        d, i = cb.hamming_topk(q, db, k, **launch)
+        d, i = cbin.hamming_topk(q, db, k, **launch)
         rd, ri = ref_topk(q, db, k)
         np.testing.assert_array_equal(d, rd)
         np.testing.assert_array_equal(i, ri)
@@ -498,12 +499,12 @@ def test_gpu_hamming_topk_large_k_and_all_equal():
     rng = np.random.default_rng(5)
     q, db = codes(rng, 3, 16), codes(rng, 5000, 16)
     for k in (4000, 5000):  # beyond the filter path: histogram select
-        d, i = cb.hamming_topk(q, db, k)
+        d, i = cbin.hamming_topk(q, db, k)
         rd, ri = ref_topk(q, db, k)
         np.testing.assert_array_equal(d, rd)
         np.testing.assert_array_equal(i, ri)
     z = np.zeros((4000, 8), np.uint8)
-    d, i = cb.hamming_topk(z[:2], z, 50)
+    d, i = cbin.hamming_topk(z[:2], z, 50)
     np.testing.assert_array_equal(i, np.tile(np.arange(50), (2, 1)))
     np.testing.assert_array_equal(d, 0)
 
@@ -512,10 +513,10 @@ def test_gpu_hamming_topk_large_k_and_all_equal():
 @needs_gpu
 def test_gpu_empty_inputs():
     a = np.zeros((0, 4), np.uint8)
-    assert cb.hamming_distance(a, np.zeros((3, 4), np.uint8)).shape == (0, 3)
-    d, i = cb.hamming_topk(a, np.zeros((3, 4), np.uint8), 2)
+    assert cbin.hamming_distance(a, np.zeros((3, 4), np.uint8)).shape == (0, 3)
+    d, i = cbin.hamming_topk(a, np.zeros((3, 4), np.uint8), 2)
     assert d.shape == (0, 2) and i.shape == (0, 2)
-    assert cb.pack_signs_f32(np.zeros((0, 9), np.float32), 0.0, False).shape == (0, 2)
+    assert cbin.pack_signs_f32(np.zeros((0, 9), np.float32), 0.0, False).shape == (0, 2)
 
 
 @pytest.mark.gpu
@@ -525,7 +526,7 @@ def test_gpu_cupy_in_cupy_out():
     rng = np.random.default_rng(1)
     q, db = codes(rng, 20, 33), codes(rng, 999, 33)
     dq, ddb = cupy.asarray(q), cupy.asarray(db)
-    d, i = cb.hamming_topk(dq, ddb, 7)
+    d, i = cbin.hamming_topk(dq, ddb, 7)
     assert isinstance(d, cupy.ndarray) and isinstance(i, cupy.ndarray)
     rd, ri = ref_topk(q, db, 7)
     np.testing.assert_array_equal(cupy.asnumpy(d), rd)
@@ -534,10 +535,10 @@ def test_gpu_cupy_in_cupy_out():
     flat = cupy.zeros(db.size + 1, cupy.uint8)
     flat[1:] = cupy.asarray(db.ravel())
     view = flat[1:].reshape(db.shape)
-    np.testing.assert_array_equal(cupy.asnumpy(cb.hamming_distance(dq, view)), ref_distance(q, db))
+    np.testing.assert_array_equal(cupy.asnumpy(cbin.hamming_distance(dq, view)), ref_distance(q, db))
     # Non-contiguous input: made contiguous by CuPy.
     x = rng.standard_normal((40, 70)).astype(np.float32)
-    got = cb.pack_signs_f32(cupy.asarray(x.T.copy()).T, 0.0, False)
+    got = cbin.pack_signs_f32(cupy.asarray(x.T.copy()).T, 0.0, False)
     np.testing.assert_array_equal(cupy.asnumpy(got), ref_pack(x, 0.0, False))
 
 
@@ -550,8 +551,8 @@ def test_gpu_torch_in_torch_out_on_a_side_stream():
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
         tq, tdb = torch.from_numpy(q).cuda(), torch.from_numpy(db).cuda()
-        d, i = cb.hamming_topk(tq, tdb, 11)
-        dist = cb.hamming_distance(tq, tdb)
+        d, i = cbin.hamming_topk(tq, tdb, 11)
+        dist = cbin.hamming_distance(tq, tdb)
     side.synchronize()
     assert d.is_cuda and d.dtype == torch.int32 and i.dtype == torch.int64
     rd, ri = ref_topk(q, db, 11)
@@ -559,7 +560,7 @@ def test_gpu_torch_in_torch_out_on_a_side_stream():
     np.testing.assert_array_equal(i.cpu().numpy(), ri)
     np.testing.assert_array_equal(dist.cpu().numpy(), ref_distance(q, db))
     x = torch.randn(33, 65, device="cuda", requires_grad=True)
-    got = cb.pack_signs_f32(x, 0.0, True)
+    got = cbin.pack_signs_f32(x, 0.0, True)
     np.testing.assert_array_equal(got.cpu().numpy(), ref_pack(x.detach().cpu().numpy(), 0.0, True))
 
 
@@ -575,7 +576,7 @@ def test_gpu_generic_cai_gives_cuda_array():
 
     rng = np.random.default_rng(4)
     a, b = codes(rng, 5, 8), codes(rng, 6, 8)
-    out = cb.hamming_distance(Plain(cupy.asarray(a)), Plain(cupy.asarray(b)))
+    out = cbin.hamming_distance(Plain(cupy.asarray(a)), Plain(cupy.asarray(b)))
     assert isinstance(out, cb.CudaArray)
     np.testing.assert_array_equal(np.asarray(out), ref_distance(a, b))
     np.testing.assert_array_equal(cupy.asnumpy(cupy.asarray(out)), ref_distance(a, b))

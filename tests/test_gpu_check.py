@@ -80,8 +80,11 @@ def test_stage_failures_are_recorded_and_set_the_exit_code(tmp_path, monkeypatch
     assert "FAILED in import" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_family_prefixes_cover_every_family():
+def test_family_kernels_and_cases_cover_every_family():
     gc = load()
-    assert set(gc.FAMILY_PREFIXES) == set(gc.FAMILIES)
     kernels = gc.family_kernels()
     assert set(kernels) == set(gc.FAMILIES)
+    cases = gc.case_modules()
+    for fam, names in kernels.items():
+        if names:  # a family with CUDA kernels has its smoke and bench cases
+            assert callable(cases[fam].smoke) and callable(cases[fam].bench), fam

@@ -2,8 +2,9 @@
 // Kernel entry points take raw device pointers, shapes and a stream as integers; the Python layer
 // (embkern/_cuda_backend.py) turns CuPy / torch / __cuda_array_interface__ / numpy arguments into
 // those. Nothing here touches the GPU at import, and device_count() reports a missing driver or
-// device as (0, reason) instead of raising. The _emulate_* functions run the kernel bodies on the
-// host (tests without a GPU).
+// device as (0, reason) instead of raising. Each kernel family is a submodule (embkern._cuda.<family>,
+// bound by csrc/cuda/<family>/<family>_bindings.cpp); its _emulate_* functions run the kernel bodies
+// on the host (tests without a GPU).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,64 +12,17 @@
 #include <cstdint>
 #include <string>
 
-#include "cuda/binary/binary_cuda.hpp"
+#include "cuda/common/bindings.hpp"
 #include "cuda/common/runtime.hpp"
+
+// One EMBKERN_CUDA_FAMILY(name) line per family with CUDA kernels, written by CMake.
+#define EMBKERN_CUDA_FAMILY(name) namespace embkern::cuda { void bind_##name(pybind11::module_ m); }
+#include "cuda_families.inc"
+#undef EMBKERN_CUDA_FAMILY
 
 namespace py = pybind11;
 namespace ek = embkern::cuda;
-
-namespace {
-
-using uptr = std::uintptr_t;
-
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
-
-template <class T>
-const T* in_ptr(uptr p) {
-    return reinterpret_cast<const T*>(p);
-}
-template <class T>
-T* out_ptr(uptr p) {
-    return reinterpret_cast<T*>(p);
-}
-
-void require(bool ok, const std::string& message) {
-    if (!ok) throw py::value_error(message);
-}
-
-template <class T>
-void require_2d(const carray<T>& a, const char* name) {
-    require(a.ndim() == 2, std::string(name) + " must have 2 dimensions, got " + std::to_string(a.ndim()));
-}
-
-ek::TopkOptions topk_options(int path, int64_t partitions, int threads, int items_per_thread,
-                             int hist_bins, int64_t batch_bytes) {
-    ek::TopkOptions o;
-    o.path = path;
-    o.partitions = partitions;
-    if (threads > 0) o.threads = threads;
-    if (items_per_thread > 0) o.items_per_thread = items_per_thread;
-    if (hist_bins > 0) o.hist_bins = hist_bins;
-    if (batch_bytes > 0) o.batch_bytes = batch_bytes;
-    return o;
-}
-
-template <class T>
-py::array_t<uint8_t> emulate_pack_signs(const carray<T>& x, T threshold, bool little, int threads,
-                                        int sm_count) {
-    require_2d(x, "x");
-    const int64_t n = x.shape(0), d = x.shape(1);
-    py::array_t<uint8_t> out({n, (d + 7) / 8});
-    py::gil_scoped_release nogil;
-    if constexpr (sizeof(T) == 4)
-        ek::emu::pack_signs_f32(x.data(), n, d, threshold, little, out.mutable_data(), threads, sm_count);
-    else
-        ek::emu::pack_signs_f64(x.data(), n, d, threshold, little, out.mutable_data(), threads, sm_count);
-    return out;
-}
-
-}  // namespace
+using namespace embkern::cuda::bind;
 
 PYBIND11_MODULE(_cuda, m, py::mod_gil_not_used()) {
     m.doc() = "embkern CUDA kernels (private; use the embkern package)";
@@ -123,77 +77,12 @@ PYBIND11_MODULE(_cuda, m, py::mod_gil_not_used()) {
             self.copy_to_host(dst, n, stream);
         }, py::arg("array"), py::arg("stream") = 0, "copy into `array` and wait for it");
 
-    // ---- binary kernels (device pointers) ----------------------------------------------------
-    m.def("pack_signs_f32", [](uptr x, int64_t n, int64_t d, float threshold, bool little, uptr out,
-                               uptr stream, int device) {
-        py::gil_scoped_release nogil;
-        ek::pack_signs_f32(in_ptr<float>(x), n, d, threshold, little, out_ptr<uint8_t>(out), stream, device);
-    }, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("threshold"), py::arg("little"),
-       py::arg("out"), py::arg("stream") = 0, py::arg("device") = -1,
-       "out[n, ceil(d/8)] = signs of x[n, d] > threshold, packed");
-    m.def("pack_signs_f64", [](uptr x, int64_t n, int64_t d, double threshold, bool little, uptr out,
-                               uptr stream, int device) {
-        py::gil_scoped_release nogil;
-        ek::pack_signs_f64(in_ptr<double>(x), n, d, threshold, little, out_ptr<uint8_t>(out), stream, device);
-    }, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("threshold"), py::arg("little"),
-       py::arg("out"), py::arg("stream") = 0, py::arg("device") = -1);
-    m.def("hamming_distance", [](uptr a, int64_t na, uptr b, int64_t nb, int64_t cs, uptr out,
-                                 uptr stream, int device) {
-        py::gil_scoped_release nogil;
-        ek::hamming_distance(in_ptr<uint8_t>(a), na, in_ptr<uint8_t>(b), nb, cs, out_ptr<int32_t>(out),
-                             stream, device);
-    }, py::arg("a"), py::arg("na"), py::arg("b"), py::arg("nb"), py::arg("cs"), py::arg("out"),
-       py::arg("stream") = 0, py::arg("device") = -1, "out[na, nb] (int32) = all-pairs Hamming distances");
-    m.def("hamming_topk", [](uptr q, int64_t nq, uptr db, int64_t nb, int64_t cs, int64_t k,
-                             uptr out_d, uptr out_i, uptr stream, int device, int path,
-                             int64_t partitions, int threads, int items_per_thread, int hist_bins,
-                             int64_t batch_bytes) {
-        const ek::TopkOptions o = topk_options(path, partitions, threads, items_per_thread, hist_bins,
-                                               batch_bytes);
-        py::gil_scoped_release nogil;
-        ek::hamming_topk(in_ptr<uint8_t>(q), nq, in_ptr<uint8_t>(db), nb, cs, k,
-                         out_ptr<int32_t>(out_d), out_ptr<int64_t>(out_i), stream, device, o);
-    }, py::arg("q"), py::arg("nq"), py::arg("db"), py::arg("nb"), py::arg("cs"), py::arg("k"),
-       py::arg("out_d"), py::arg("out_i"), py::arg("stream") = 0, py::arg("device") = -1,
-       py::arg("path") = 0, py::arg("partitions") = 0, py::arg("threads") = 0,
-       py::arg("items_per_thread") = 0, py::arg("hist_bins") = 0, py::arg("batch_bytes") = 0,
-       "out_d[nq, k] int32, out_i[nq, k] int64: exact k nearest codes, ascending (distance, index); "
-       "path/partitions/threads/items_per_thread/hist_bins/batch_bytes: 0 = default (tests only)");
-
-    // ---- host emulation of the same kernels (numpy in, numpy out) ----------------------------
-    m.def("_emulate_pack_signs_f32", &emulate_pack_signs<float>, py::arg("x"), py::arg("threshold"),
-          py::arg("little"), py::arg("threads") = 64, py::arg("sm_count") = 1);
-    m.def("_emulate_pack_signs_f64", &emulate_pack_signs<double>, py::arg("x"), py::arg("threshold"),
-          py::arg("little"), py::arg("threads") = 64, py::arg("sm_count") = 1);
-    m.def("_emulate_hamming_distance", [](const carray<uint8_t>& a, const carray<uint8_t>& b,
-                                          int sm_count) {
-        require_2d(a, "a");
-        require_2d(b, "b");
-        require(a.shape(1) == b.shape(1), "code widths differ");
-        py::array_t<int32_t> out({a.shape(0), b.shape(0)});
-        py::gil_scoped_release nogil;
-        ek::emu::hamming_distance(a.data(), a.shape(0), b.data(), b.shape(0), a.shape(1),
-                                  out.mutable_data(), sm_count);
-        return out;
-    }, py::arg("a"), py::arg("b"), py::arg("sm_count") = 1);
-    m.def("_emulate_hamming_topk", [](const carray<uint8_t>& q, const carray<uint8_t>& db, int64_t k,
-                                      int path, int64_t partitions, int threads,
-                                      int items_per_thread, int hist_bins, int64_t batch_bytes,
-                                      int sm_count) {
-        require_2d(q, "queries");
-        require_2d(db, "database");
-        require(q.shape(1) == db.shape(1), "code widths differ");
-        const ek::TopkOptions o = topk_options(path, partitions, threads, items_per_thread, hist_bins,
-                                               batch_bytes);
-        py::array_t<int32_t> d({q.shape(0), static_cast<py::ssize_t>(k > 0 ? k : 0)});
-        py::array_t<int64_t> i({q.shape(0), static_cast<py::ssize_t>(k > 0 ? k : 0)});
-        {
-            py::gil_scoped_release nogil;
-            ek::emu::hamming_topk(q.data(), q.shape(0), db.data(), db.shape(0), q.shape(1), k,
-                                  d.mutable_data(), i.mutable_data(), o, sm_count);
-        }
-        return py::make_tuple(d, i);
-    }, py::arg("queries"), py::arg("database"), py::arg("k"), py::arg("path") = 0,
-       py::arg("partitions") = 0, py::arg("threads") = 32, py::arg("items_per_thread") = 1,
-       py::arg("hist_bins") = 0, py::arg("batch_bytes") = 0, py::arg("sm_count") = 1);
+    // ---- kernel families ---------------------------------------------------------------------
+    py::list families;
+#define EMBKERN_CUDA_FAMILY(name)                                                                \
+    ek::bind_##name(m.def_submodule(#name, "CUDA kernels of embkern." #name));                   \
+    families.append(#name);
+#include "cuda_families.inc"
+#undef EMBKERN_CUDA_FAMILY
+    m.attr("families") = py::tuple(families);
 }

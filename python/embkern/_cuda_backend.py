@@ -1,9 +1,9 @@
-"""CUDA backend: array-protocol layer between the dispatcher and ``embkern._cuda``.
+"""CUDA backend: availability and the array-protocol layer between the dispatcher and ``embkern._cuda``.
 
-Functions here have the internal signatures of the CPU backend (``embkern._core.binary``):
-``pack_signs_f32(x, threshold, little)``, ``pack_signs_f64(x, threshold, little)``,
-``hamming_distance(a, b)`` and ``hamming_topk(q, db, k)``. Binary kernels without a GPU version
-are simply not defined here.
+The kernels themselves are wrapped per family in ``embkern._cuda_ops.<family>``, with the internal
+signatures of the CPU backend (``embkern._core.<family>``); a kernel without a GPU version is simply
+not defined there. Those wrappers use :func:`operands` to describe their arguments, check dtypes and
+shapes with the ``require_*`` helpers, and run through one :class:`Call`.
 
 Inputs
   * CuPy arrays and torch CUDA tensors (read through ``__cuda_array_interface__``); non-contiguous
@@ -38,10 +38,8 @@ __all__ = [
     "built",
     "device_count",
     "CudaArray",
-    "pack_signs_f32",
-    "pack_signs_f64",
-    "hamming_distance",
-    "hamming_topk",
+    "Call",
+    "operands",
 ]
 
 _NOT_BUILT = (
@@ -309,7 +307,7 @@ def _operand(obj, name: str) -> _Operand:
     return _host_operand(np.asarray(obj), name)
 
 
-def _operands(*pairs) -> list:
+def operands(*pairs) -> list:
     """Describe every (object, name) pair and check they live in the same place (host only)."""
     ops = [_operand(obj, name) for obj, name in pairs]
     dev = [op for op in ops if op.on_device]
@@ -325,20 +323,20 @@ def _operands(*pairs) -> list:
     return ops
 
 
-def _require_dtype(op: _Operand, dtype, what: str) -> None:
+def require_dtype(op: _Operand, dtype, what: str) -> None:
     if op.dtype != np.dtype(dtype):
         raise TypeError(f"{op.name} must be {what}, got {op.dtype}")
 
 
-def _require_2d(op: _Operand) -> None:
+def require_2d(op: _Operand) -> None:
     if len(op.shape) != 2:
         raise ValueError(f"{op.name} must have 2 dimensions, got {len(op.shape)}")
 
 
-def _require_codes(a: _Operand, b: _Operand) -> None:
+def require_codes(a: _Operand, b: _Operand) -> None:
     for op in (a, b):
-        _require_dtype(op, np.uint8, "uint8 codes")
-        _require_2d(op)
+        require_dtype(op, np.uint8, "uint8 codes")
+        require_2d(op)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"code widths differ: {a.shape[1]} vs {b.shape[1]} bytes")
     if a.shape[1] <= 0:
@@ -407,7 +405,7 @@ def _framework_stream(op: _Operand) -> int:
     return op.stream if op.stream is not None else 0
 
 
-class _Call:
+class Call:
     """Resolves device and stream for one kernel call and makes outputs of the right kind."""
 
     def __init__(self, ops: list):
@@ -469,59 +467,3 @@ class _Call:
         arr = np.empty(shape, dtype)
         buf.copy_to_host(arr, self.stream)
         return arr
-
-
-# ---------------------------------------------------------------------------------------------
-# kernels (signatures of embkern._core.binary)
-
-
-def _pack_signs(x, threshold, little, dtype, fn_name):
-    (op,) = _operands((x, "x"))
-    _require_dtype(op, dtype, np.dtype(dtype).name)
-    _require_2d(op)
-    n, d = op.shape
-    call = _Call([op])
-    out, out_ptr = call.empty((n, (d + 7) // 8), np.uint8)
-    getattr(call.mod, fn_name)(op.ptr, n, d, threshold, bool(little), out_ptr, call.stream, call.device)
-    return call.result(out)
-
-
-def pack_signs_f32(x, threshold, little):
-    """uint8 (n, ceil(d/8)): bits of float32 x (n, d) > threshold, little or big bit order."""
-    return _pack_signs(x, float(threshold), little, np.float32, "pack_signs_f32")
-
-
-def pack_signs_f64(x, threshold, little):
-    """As pack_signs_f32 for float64 x (compared in float64)."""
-    return _pack_signs(x, float(threshold), little, np.float64, "pack_signs_f64")
-
-
-def hamming_distance(a, b):
-    """int32 (na, nb): all-pairs Hamming distances of uint8 codes a (na, cs) and b (nb, cs)."""
-    oa, ob = _operands((a, "a"), (b, "b"))
-    _require_codes(oa, ob)
-    na, nb, cs = oa.shape[0], ob.shape[0], oa.shape[1]
-    call = _Call([oa, ob])
-    out, out_ptr = call.empty((na, nb), np.int32)
-    call.mod.hamming_distance(oa.ptr, na, ob.ptr, nb, cs, out_ptr, call.stream, call.device)
-    return call.result(out)
-
-
-def hamming_topk(q, db, k, **launch):
-    """(int32 (nq, k), int64 (nq, k)): the k nearest codes, ascending (distance, index), exact.
-
-    ``launch`` (tests only) forwards path/partitions/threads/items_per_thread/hist_bins/batch_bytes
-    to the kernel launcher.
-    """
-    oq, odb = _operands((q, "queries"), (db, "database"))
-    _require_codes(oq, odb)
-    nq, nb, cs = oq.shape[0], odb.shape[0], oq.shape[1]
-    k = int(k)
-    if not 1 <= k <= nb:
-        raise ValueError(f"k must be in [1, {nb}], got {k}")
-    call = _Call([oq, odb])
-    out_d, d_ptr = call.empty((nq, k), np.int32)
-    out_i, i_ptr = call.empty((nq, k), np.int64)
-    call.mod.hamming_topk(oq.ptr, nq, odb.ptr, nb, cs, k, d_ptr, i_ptr, call.stream, call.device,
-                          **launch)
-    return call.result(out_d), call.result(out_i)

@@ -178,7 +178,10 @@ def backend_module(family: str, backend: str):
         raise RuntimeError(f"backend 'cuda' is unavailable: {exc}") from exc
     if not cuda.available():
         raise RuntimeError(f"backend 'cuda' is unavailable: {cuda.status()}")
-    return cuda
+    try:
+        return importlib.import_module(f"embkern._cuda_ops.{family}")
+    except ModuleNotFoundError:
+        raise RuntimeError(f"embkern.{family} has no kernels on the 'cuda' backend") from None
 
 
 def kernel(family: str, name: str, backend: Optional[str], *arrays: Any):

@@ -1,10 +1,5 @@
-// Binary-code GPU kernels, written once as block-level bodies and compiled twice:
-//   * by nvcc (binary.cu): each body runs inside a __global__ wrapper, Ctx = DeviceCtx;
-//   * by g++ (emulator.cpp): each body runs in a host emulation of a launch (one std::thread per
-//     CUDA thread, a real barrier for __syncthreads), so the algorithms, the index math and the
-//     launch orchestration below are tested on machines without a GPU.
-// Bodies therefore use only what both sides provide: ctx.tid()/nthreads()/block()/nblocks()/sync(),
-// the atomic_* and popc32 helpers below, and plain loads (no warp intrinsics).
+// Binary-code GPU kernels, as block-level bodies compiled by nvcc (binary.cu) and by the host
+// emulator (binary_emulator.cpp); see common/blocks.hpp for the convention.
 //
 // Layout. A code is cs bytes (cs = ceil(d/8)); rows are contiguous. Hamming distances do not depend
 // on the bit order, so codes are read as little-endian 32-bit words: 16-byte vector loads when cs and
@@ -52,50 +47,9 @@
 #include <string>
 
 #include "cuda/binary/binary_cuda.hpp"
-
-#if defined(__CUDACC__)
-#define EK_FN __device__ __forceinline__
-#define EK_UNROLL _Pragma("unroll")
-#else
-#define EK_FN inline
-#define EK_UNROLL
-#endif
+#include "cuda/common/blocks.hpp"
 
 namespace embkern::cuda {
-
-// ---- portable primitives ------------------------------------------------------------------------
-
-EK_FN int popc32(uint32_t x) {
-#if defined(__CUDACC__)
-    return __popc(x);
-#else
-    return __builtin_popcount(x);
-#endif
-}
-
-EK_FN int atomic_add_i32(int* p, int v) {
-#if defined(__CUDACC__)
-    return atomicAdd(p, v);
-#else
-    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-#endif
-}
-
-EK_FN void atomic_add_u32(unsigned* p, unsigned v) {
-#if defined(__CUDACC__)
-    atomicAdd(p, v);
-#else
-    __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-#endif
-}
-
-EK_FN void atomic_add_u64(unsigned long long* p, unsigned long long v) {
-#if defined(__CUDACC__)
-    atomicAdd(p, v);
-#else
-    __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-#endif
-}
 
 // Bit-reverse of the low byte (little bit order -> big bit order).
 EK_FN unsigned reverse_byte(unsigned v) {
@@ -159,15 +113,9 @@ EK_FN void load8(const double* p, double* v) {
 #endif
 }
 
-EK_FN int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
 // ---- Hamming distance of two codes --------------------------------------------------------------
 
 enum LoadWidth : int { kLoadBytes = 1, kLoadWords = 4, kLoadVec16 = 16 };
-
-inline bool aligned_to(const void* p, std::uintptr_t n) {
-    return reinterpret_cast<std::uintptr_t>(p) % n == 0;
-}
 
 // The widest load that every row of both code arrays allows.
 inline int choose_load(const void* a, const void* b, int64_t cs) {
@@ -633,22 +581,47 @@ EK_FN void topk_emit_body(Ctx& ctx, unsigned char* smem, const TopkParams& p) {
 // topk_partition / topk_merge / topk_hist / topk_emit(grid, threads, smem, TopkParams),
 // topk_select(grid, threads, TopkParams).
 
-constexpr size_t kSmemLimit = 48 * 1024;  // per block, without opt-in
+// ---- kernels (tags for Exec::launch) -------------------------------------------------------------
+
+struct PackSignsKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx, class P>
+    static EK_FN void body(Ctx& ctx, unsigned char*, const P& p) { pack_signs_body(ctx, p); }
+};
+struct HammingDistanceKernel {
+    static constexpr int kMaxThreads = kDistThreads;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const DistParams& p) { hamming_distance_body(ctx, smem, p); }
+};
+struct TopkPartitionKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_partition_body(ctx, smem, p); }
+};
+struct TopkMergeKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_merge_body(ctx, smem, p); }
+};
+struct TopkHistKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_hist_body(ctx, smem, p); }
+};
+struct TopkSelectKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char*, const TopkParams& p) { topk_select_body(ctx, p); }
+};
+struct TopkEmitKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_emit_body(ctx, smem, p); }
+};
+
 constexpr int64_t kMaxIndex = int64_t(1) << kKeyIndexBits;
 constexpr int64_t kMaxCodeBytes = int64_t(1) << 20;
 constexpr int64_t kMaxParts = int64_t(1) << 20;
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-inline int64_t pow2_at_least64(int64_t v) {
-    int64_t p = 1;
-    while (p < v) p <<= 1;
-    return p;
-}
-
-inline void require_arg(bool ok, const std::string& message) {
-    if (!ok) throw std::invalid_argument(message);
-}
 
 inline void run_pack_signs_checks(int64_t n, int64_t d) {
     require_arg(n >= 0 && d >= 0, "pack_signs: negative shape");
@@ -663,7 +636,7 @@ void run_pack_signs(Exec& ex, const T* x, int64_t n, int64_t d, T threshold, boo
     if (total == 0) return;
     PackParams<T> p{x, n, d, threshold, little, d % 8 == 0 && aligned_to(x, 16), out};
     const int64_t grid = std::min<int64_t>(ceil_div(total, threads), int64_t(ex.sm_count()) * 32);
-    ex.pack_signs(grid, threads, p);
+    ex.template launch<PackSignsKernel>(grid, threads, 0, p);
 }
 
 inline void run_hamming_distance_checks(int64_t na, int64_t nb, int64_t cs) {
@@ -680,21 +653,8 @@ void run_hamming_distance(Exec& ex, const uint8_t* a, int64_t na, const uint8_t*
     DistParams p{a, b, na, nb, cs, cs % 4 == 0 && aligned_to(a, 4), cs % 4 == 0 && aligned_to(b, 4), out};
     const int64_t tiles = ceil_div(na, kDistTile) * ceil_div(nb, kDistTile);
     const int64_t grid = std::min<int64_t>(tiles, int64_t(ex.sm_count()) * 16);
-    ex.hamming_distance(grid, kDistThreads, kDistSmem, p);
+    ex.template launch<HammingDistanceKernel>(grid, kDistThreads, kDistSmem, p);
 }
-
-// Scratch that is handed back to the stream when the launcher returns or throws.
-template <class Exec>
-struct Scratch {
-    Exec& ex;
-    void* ptr = nullptr;
-    Scratch(Exec& e, size_t bytes) : ex(e), ptr(bytes ? e.alloc(bytes) : nullptr) {}
-    ~Scratch() {
-        if (ptr) ex.release(ptr);
-    }
-    Scratch(const Scratch&) = delete;
-    Scratch& operator=(const Scratch&) = delete;
-};
 
 inline void run_hamming_topk_checks(int64_t nq, int64_t nb, int64_t cs, int64_t k,
                                    const TopkOptions& o) {
@@ -754,13 +714,13 @@ void run_hamming_topk(Exec& ex, const uint8_t* q, int64_t nq, const uint8_t* db,
         p.ipt = o.items_per_thread;
         p.hist_e = int(hist_e);
         if (parts == 1) {
-            ex.topk_partition(std::min(nq, grid_cap), o.threads, fsmem, p);
+            ex.template launch<TopkPartitionKernel>(std::min(nq, grid_cap), o.threads, fsmem, p);
             return;
         }
         Scratch<Exec> keys(ex, size_t(nq) * size_t(parts) * size_t(k) * sizeof(uint64_t));
         p.part_keys = static_cast<uint64_t*>(keys.ptr);
-        ex.topk_partition(std::min(nq * parts, grid_cap), o.threads, fsmem, p);
-        ex.topk_merge(std::min(nq, grid_cap), o.threads, fsmem, p);
+        ex.template launch<TopkPartitionKernel>(std::min(nq * parts, grid_cap), o.threads, fsmem, p);
+        ex.template launch<TopkMergeKernel>(std::min(nq, grid_cap), o.threads, fsmem, p);
         return;
     }
 
@@ -785,10 +745,10 @@ void run_hamming_topk(Exec& ex, const uint8_t* q, int64_t nq, const uint8_t* db,
         p.out_d = out_d + q0 * k;
         p.out_i = out_i + q0 * k;
         ex.zero(p.hist, size_t(n) * size_t(bins) * sizeof(unsigned long long));
-        ex.topk_hist(std::min(n * parts, grid_cap), o.threads,
+        ex.template launch<TopkHistKernel>(std::min(n * parts, grid_cap), o.threads,
                      smem_hist ? size_t(bins) * sizeof(unsigned) : 0, p);
-        ex.topk_select(std::min(ceil_div(n, o.threads), grid_cap), o.threads, p);
-        ex.topk_emit(std::min(n, grid_cap), o.threads,
+        ex.template launch<TopkSelectKernel>(std::min(ceil_div(n, o.threads), grid_cap), o.threads, 0, p);
+        ex.template launch<TopkEmitKernel>(std::min(n, grid_cap), o.threads,
                      size_t(o.threads) * sizeof(uint64_t) + 2 * sizeof(int), p);
     }
 }

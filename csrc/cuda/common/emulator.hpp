@@ -1,22 +1,24 @@
-// Host emulation of the binary-code CUDA kernels: the bodies of binary_blocks.hpp run with one
-// std::thread per CUDA thread and a real barrier for __syncthreads, blocks one after another, and
-// the orchestration is the one the CUDA launcher uses. Shared memory is poisoned before each block,
-// scratch allocations too, so reads of unwritten memory show up as wrong results. A barrier that
-// not every thread reaches (a non-uniform __syncthreads) is reported instead of hanging.
+// Host emulation of a CUDA launch, for testing kernel bodies (common/blocks.hpp) without a GPU:
+// one std::thread per CUDA thread and a real barrier for __syncthreads, blocks one after another, and
+// the same orchestration templates the CUDA launchers use. Shared memory is poisoned before each
+// block, scratch allocations too, so reads of unwritten memory show up as wrong results. A barrier
+// that not every thread reaches (a non-uniform __syncthreads) is reported instead of hanging.
+// Included only by g++-compiled sources.
+#pragma once
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
-#include "cuda/binary/binary_blocks.hpp"
-#include "cuda/binary/binary_cuda.hpp"
+#include "cuda/common/blocks.hpp"
 
 namespace embkern::cuda::emu {
-
-namespace {
 
 struct BarrierBroken {};
 
@@ -78,7 +80,7 @@ struct HostCtx {
 };
 
 template <class Body>
-void launch(int64_t grid, int threads, size_t smem_bytes, const Body& body) {
+inline void emu_launch(int64_t grid, int threads, size_t smem_bytes, const Body& body) {
     std::vector<uint64_t> smem_words((smem_bytes + 7) / 8 + 1);
     unsigned char* smem = reinterpret_cast<unsigned char*>(smem_words.data());
     for (int64_t b = 0; b < grid; ++b) {
@@ -117,7 +119,7 @@ void launch(int64_t grid, int threads, size_t smem_bytes, const Body& body) {
 
 class HostExec {
 public:
-    explicit HostExec(int sm_count) : sms_(sm_count) {}
+    explicit HostExec(int sm_count, size_t smem_optin = 227 * 1024) : sms_(sm_count), smem_optin_(smem_optin) {}
     ~HostExec() {
         for (void* p : live_) std::free(p);
     }
@@ -139,65 +141,23 @@ public:
             }
     }
     void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
+    void copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
+    size_t smem_optin() const { return smem_optin_; }
 
-    template <class T>
-    void pack_signs(int64_t grid, int threads, const PackParams<T>& p) {
-        launch(grid, threads, 0, [&](HostCtx& ctx, unsigned char*) { pack_signs_body(ctx, p); });
-    }
-    void hamming_distance(int64_t grid, int threads, size_t smem, const DistParams& p) {
-        launch(grid, threads, smem,
-               [&](HostCtx& ctx, unsigned char* sm) { hamming_distance_body(ctx, sm, p); });
-    }
-    void topk_partition(int64_t grid, int threads, size_t smem, const TopkParams& p) {
-        launch(grid, threads, smem,
-               [&](HostCtx& ctx, unsigned char* sm) { topk_partition_body(ctx, sm, p); });
-    }
-    void topk_merge(int64_t grid, int threads, size_t smem, const TopkParams& p) {
-        launch(grid, threads, smem,
-               [&](HostCtx& ctx, unsigned char* sm) { topk_merge_body(ctx, sm, p); });
-    }
-    void topk_hist(int64_t grid, int threads, size_t smem, const TopkParams& p) {
-        launch(grid, threads, smem,
-               [&](HostCtx& ctx, unsigned char* sm) { topk_hist_body(ctx, sm, p); });
-    }
-    void topk_select(int64_t grid, int threads, const TopkParams& p) {
-        launch(grid, threads, 0, [&](HostCtx& ctx, unsigned char*) { topk_select_body(ctx, p); });
-    }
-    void topk_emit(int64_t grid, int threads, size_t smem, const TopkParams& p) {
-        launch(grid, threads, smem,
-               [&](HostCtx& ctx, unsigned char* sm) { topk_emit_body(ctx, sm, p); });
+    template <class K, class P>
+    void launch(int64_t grid, int threads, size_t smem, const P& p) {
+        if (threads < 1 || threads > K::kMaxThreads)
+            throw std::runtime_error("emulated launch: " + std::to_string(threads) +
+                                     " threads exceed the kernel's launch bounds");
+        if (smem > smem_optin_) throw std::runtime_error("emulated launch: too much shared memory");
+        emu_launch(grid < 1 ? 1 : grid, threads, smem,
+                   [&](HostCtx& ctx, unsigned char* sm) { K::body(ctx, sm, p); });
     }
 
 private:
     int sms_;
+    size_t smem_optin_;
     std::vector<void*> live_;
 };
-
-}  // namespace
-
-void pack_signs_f32(const float* x, int64_t n, int64_t d, float threshold, bool little,
-                    uint8_t* out, int threads, int sm_count) {
-    HostExec ex(sm_count);
-    run_pack_signs(ex, x, n, d, threshold, little, out, threads);
-}
-
-void pack_signs_f64(const double* x, int64_t n, int64_t d, double threshold, bool little,
-                    uint8_t* out, int threads, int sm_count) {
-    HostExec ex(sm_count);
-    run_pack_signs(ex, x, n, d, threshold, little, out, threads);
-}
-
-void hamming_distance(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t cs,
-                      int32_t* out, int sm_count) {
-    HostExec ex(sm_count);
-    run_hamming_distance(ex, a, na, b, nb, cs, out);
-}
-
-void hamming_topk(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb, int64_t cs,
-                  int64_t k, int32_t* out_d, int64_t* out_i, const TopkOptions& options,
-                  int sm_count) {
-    HostExec ex(sm_count);
-    run_hamming_topk(ex, q, nq, db, nb, cs, k, out_d, out_i, options);
-}
 
 }  // namespace embkern::cuda::emu

@@ -1,0 +1,1 @@
+"""The CUDA kernels, wrapped per family (``embkern._cuda_ops.<family>``); see ``_cuda_backend``."""
