@@ -90,6 +90,38 @@ EK_FN void atomic_add_float(T* p, T v) {
 
 EK_FN int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Separately rounded multiply and add. nvcc contracts a * b + c into one FMA, whose rounding differs
+// from the CPU kernels' (compiled with -ffp-contract=off); kernels that promise bit-identical results
+// across backends spell their arithmetic with these.
+EK_FN float mul_rn(float a, float b) {
+#if defined(__CUDACC__)
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+EK_FN float add_rn(float a, float b) {
+#if defined(__CUDACC__)
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+EK_FN double mul_rn(double a, double b) {
+#if defined(__CUDACC__)
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+EK_FN double add_rn(double a, double b) {
+#if defined(__CUDACC__)
+    return __dadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+
 // ---- host-side helpers of the orchestration --------------------------------------------------
 
 constexpr size_t kSmemLimit = 48 * 1024;  // dynamic shared memory per block without opt-in
