@@ -306,6 +306,29 @@ def test_fastrp_defaults_and_identity(rng):
     assert np.allclose(np.abs(init[init != 0]), math.sqrt(3 / 96))
 
 
+@pytest.mark.parametrize("weights, si", [
+    ((0.0, 1.0, 1.0), 0.0),       # two-buffer plan: the sum formed in the last iteration
+    ((0.0, 0.0, 1.0, 1.0), 0.0),  # two buffers, more iterations
+    ((0.0, 0.0, 2.5), 0.0),       # two buffers, only the last term
+    ((-1.5,), 0.0),               # two buffers, one iteration
+    ((0.0, 1.0, 1.0), 0.5),       # self influence: three buffers
+    ((1.0, 0.0, 1.0), 0.0),       # an early nonzero weight: three buffers
+    ((), 1.0),                    # no iteration
+])
+@pytest.mark.parametrize("dim", [20, 24])  # 20: the generic kernel; 24: the SIMD one
+def test_fastrp_memory_plans_are_bit_identical(weights, si, dim):
+    """The compiled path stores only what later iterations read (two buffers when only the last two
+    weights may be nonzero, three otherwise); Numba always keeps three. The bits must agree."""
+    g = _random_graph(500, 8, 4, weighted=True)
+    g[7] = 0  # an isolated node: zero rows and signed zeros
+    g.eliminate_zeros()
+    kw = dict(iteration_weights=weights, self_influence=si, normalization_strength=-0.3, seed=5)
+    got = P.fastrp(g, dim, backend="cpu", **kw)
+    want = P.fastrp(g, dim, backend="numba", **kw)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_allclose(got, fastrp_reference(g, dim, weights, -0.3, si, 5), rtol=1e-4, atol=1e-5)
+
+
 def _community_score(emb, labels):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score

@@ -134,16 +134,24 @@ void register_projection(py::module_& m) {
         check_csr(indptr, indices, wp ? w.shape(0) : indices.shape(0), n, "adjacency");
         check_ids(indices, n, "adjacency");
         const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dim)};
-        py::array_t<float> out(shape), work_a(shape);
-        py::array_t<float> work_b(iteration_weights.shape(0) > 0 ? shape : std::vector<py::ssize_t>{0, 0});
+        const int64_t iters = iteration_weights.shape(0);
+        const int64_t nbuf = projection::fastrp_buffers(iteration_weights.data(), iters, self_influence);
+        std::vector<py::array_t<float>> bufs;
+        float* ptrs[3] = {nullptr, nullptr, nullptr};
+        for (int64_t i = 0; i < nbuf; ++i) {
+            bufs.emplace_back(shape);
+            ptrs[i] = bufs.back().mutable_data();
+        }
+        float* result = nullptr;
         {
             py::gil_scoped_release nogil;
-            projection::fastrp(indptr.data(), indices.data(), wp, n, dim,
-                               node_scale.shape(0) ? node_scale.data() : nullptr, seed,
-                               iteration_weights.data(), iteration_weights.shape(0), self_influence,
-                               out.mutable_data(), work_a.mutable_data(), work_b.mutable_data());
+            result = projection::fastrp(indptr.data(), indices.data(), wp, n, dim,
+                                        node_scale.shape(0) ? node_scale.data() : nullptr, seed,
+                                        iteration_weights.data(), iters, self_influence, ptrs);
         }
-        return out;
+        for (auto& b : bufs)
+            if (b.mutable_data() == result) return b;
+        throw std::logic_error("fastrp: result buffer not found");
     });
 }
 

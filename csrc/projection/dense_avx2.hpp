@@ -179,13 +179,14 @@ inline void fastrp_chunk(const int32_t* ind, const float* w, int64_t e0, int64_t
 
 inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, const float* w,
                              int64_t u0, int64_t u1, const float* prev, int64_t dim, float* next,
-                             float wi, float* out) {
+                             float wi, float* out, int base_mode, float pw) {
     if (dim % 8 != 0) {
-        projection_generic::fastrp_propagate(indptr, indices, w, u0, u1, prev, dim, next, wi, out);
+        projection_generic::fastrp_propagate(indptr, indices, w, u0, u1, prev, dim, next, wi, out,
+                                             base_mode, pw);
         return;
     }
     std::vector<float> acc(static_cast<size_t>(dim));
-    const __m256 wiv = _mm256_set1_ps(wi);
+    const __m256 wiv = _mm256_set1_ps(wi), pwv = _mm256_set1_ps(pw);
     const int64_t e_end = indptr[u1];
     for (int64_t u = u0; u < u1; ++u) {
         const int64_t e0 = indptr[u], e1 = indptr[u + 1];
@@ -210,13 +211,19 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
         alignas(32) float s[8];
         _mm256_store_ps(s, sv);
         const float nrm = std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-        float* nx = next + u * dim;
-        float* o = out + u * dim;
+        float* nx = next ? next + u * dim : nullptr;
+        float* o = out ? out + u * dim : nullptr;
+        const float* pr = prev + u * dim;
         const __m256 nv = _mm256_set1_ps(nrm);
         for (int64_t t = 0; t < dim; t += 8) {
             const __m256 x = nrm > 0.0f ? _mm256_div_ps(_mm256_loadu_ps(acc.data() + t), nv) : _mm256_setzero_ps();
-            _mm256_storeu_ps(nx + t, x);
-            _mm256_storeu_ps(o + t, _mm256_add_ps(_mm256_loadu_ps(o + t), _mm256_mul_ps(wiv, x)));
+            if (nx) _mm256_storeu_ps(nx + t, x);
+            if (!o) continue;
+            const __m256 base = base_mode == kFastrpAccumulate ? _mm256_loadu_ps(o + t)
+                                : base_mode == kFastrpPending
+                                    ? _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(pwv, _mm256_loadu_ps(pr + t)))
+                                    : _mm256_setzero_ps();
+            _mm256_storeu_ps(o + t, _mm256_add_ps(base, _mm256_mul_ps(wiv, x)));
         }
     }
 }

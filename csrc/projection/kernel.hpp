@@ -118,7 +118,7 @@ void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
 
 inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, const float* w,
                              int64_t u0, int64_t u1, const float* prev, int64_t dim, float* next,
-                             float wi, float* out) {
+                             float wi, float* out, int base_mode, float pw) {
     constexpr int64_t kAhead = 4;
     std::vector<float> acc(static_cast<size_t>(dim));
     for (int64_t u = u0; u < u1; ++u) {
@@ -143,14 +143,21 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
             for (int64_t l = 0; l < 8; ++l) s[l] = s[l] + acc[t + l] * acc[t + l];
         for (int64_t t = d8; t < dim; ++t) s[t - d8] = s[t - d8] + acc[t] * acc[t];
         const float nrm = std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-        float* nx = next + u * dim;
-        float* o = out + u * dim;
         if (nrm > 0.0f) {
-            for (int64_t t = 0; t < dim; ++t) nx[t] = acc[t] / nrm;
+            for (int64_t t = 0; t < dim; ++t) acc[t] = acc[t] / nrm;
         } else {
-            for (int64_t t = 0; t < dim; ++t) nx[t] = 0.0f;
+            std::fill(acc.begin(), acc.end(), 0.0f);
         }
-        for (int64_t t = 0; t < dim; ++t) o[t] = o[t] + wi * nx[t];
+        if (next) std::copy(acc.begin(), acc.end(), next + u * dim);
+        if (!out) continue;
+        float* o = out + u * dim;
+        const float* pr = prev + u * dim;
+        for (int64_t t = 0; t < dim; ++t) {
+            const float base = base_mode == kFastrpAccumulate ? o[t]
+                               : base_mode == kFastrpPending  ? 0.0f + pw * pr[t]
+                                                              : 0.0f;
+            o[t] = base + wi * acc[t];
+        }
     }
 }
 
@@ -181,6 +188,7 @@ inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const
         const uint16_t* fp = f.data();
         for (int64_t t = 0; t < dim; ++t)
             r[t] = fp[t] < srp::kInitPlus ? c : (fp[t] < srp::kInitMinus ? -c : 0.0f);
+        if (!out) continue;
         float* o = out + u * dim;
         const float nrm = si != 0.0f ? norm8(r, dim) : 0.0f;
         if (nrm > 0.0f) {

@@ -105,28 +105,52 @@ template void srp_sparse<float>(const int64_t*, const int32_t*, const float*, in
 template void srp_sparse<double>(const int64_t*, const int32_t*, const double*, int64_t,
                                  const SrpGen&, double, double*);
 
-void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64_t n, int64_t dim,
-            const double* node_scale, uint64_t seed, const float* iteration_weights, int64_t iters,
-            float self_influence, float* out, float* work_a, float* work_b) {
+int64_t fastrp_buffers(const float* iteration_weights, int64_t iters, float self_influence) {
+    if (iters == 0) return 2;  // the initial vectors and the result
+    if (self_influence != 0.0f) return 3;
+    for (int64_t i = 0; i + 2 < iters; ++i)
+        if (iteration_weights[i] != 0.0f) return 3;
+    return 2;
+}
+
+float* fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64_t n, int64_t dim,
+              const double* node_scale, uint64_t seed, const float* iteration_weights, int64_t iters,
+              float self_influence, float* const* buf) {
     const uint64_t key = rng::stream_key(seed, 4);
     const int64_t nodes = 2048;
     const int64_t ntasks = ceil_div(n, nodes);
-    float* prev = work_a;
-    float* next = work_b;
+    const bool two = fastrp_buffers(iteration_weights, iters, self_influence) == 2;
+    float* prev = buf[0];
+    float* next = buf[1];
+    float* out = two ? nullptr : buf[2];  // two buffers: the sum is formed in the last iteration
+    if (two && iters == 0) out = buf[1];
     auto init = kernels().projection.fastrp_init;
     parallel_for(ntasks, [&](int64_t t) {
         init(key, t * nodes, std::min(n, (t + 1) * nodes), dim, node_scale, self_influence, prev, out);
     });
-    if (iters == 0) return;
     auto step = kernels().projection.fastrp_propagate;
     for (int64_t i = 0; i < iters; ++i) {
+        const bool last = i + 1 == iters;
+        float* dst = last ? nullptr : next;  // e^L is only added to the sum
+        int mode = kFastrpAccumulate;
+        float pw = 0.0f;
+        if (two) {
+            if (!last) {
+                out = nullptr;
+            } else {
+                out = next;  // e^{L-2}'s buffer (the initial vectors' when L == 1)
+                mode = i > 0 && iteration_weights[i - 1] != 0.0f ? kFastrpPending : kFastrpZero;
+                pw = i > 0 ? iteration_weights[i - 1] : 0.0f;
+            }
+        }
         const float wi = iteration_weights[i];
         parallel_for(ntasks, [&](int64_t t) {
-            step(indptr, indices, w, t * nodes, std::min(n, (t + 1) * nodes), prev, dim, next, wi,
-                 out);
+            step(indptr, indices, w, t * nodes, std::min(n, (t + 1) * nodes), prev, dim, dst, wi,
+                 out, mode, pw);
         });
         std::swap(prev, next);
     }
+    return out;
 }
 
 }  // namespace embkern::projection

@@ -21,6 +21,8 @@ struct SrpGen {
     int64_t ncdf;
 };
 
+enum FastrpBase : int { kFastrpAccumulate = 0, kFastrpZero = 1, kFastrpPending = 2 };
+
 struct ProjectionKernels {
     // out[r, i] = sum_e x[r, indices[e]] * values[e] over C's row i (e in stored order), for
     // n rows of x (row stride d); C has k rows. out has row stride k.
@@ -44,15 +46,17 @@ struct ProjectionKernels {
     void (*srp_sparse_f64)(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n,
                            const SrpGen& g, double scale, double* out);
     // FastRP start for nodes u in [u0, u1): prev[u] = initial vector (srp_rng.hpp, key = stream 4,
-    // entries +-float(sqrt(3 / dim) * node_scale[u]); node_scale null: 1), out[u] = si * normalize(prev[u]) (zeros when
-    // si == 0 or the vector is zero).
+    // entries +-float(sqrt(3 / dim) * node_scale[u]); node_scale null: 1), and unless out is null,
+    // out[u] = si * normalize(prev[u]) (zeros when si == 0 or the vector is zero).
     void (*fastrp_init)(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const double* node_scale,
                         float si, float* prev, float* out);
-    // FastRP step for nodes u in [u0, u1): next[u] = normalize(sum_e w[e] * prev[indices[e]])
-    // (edges of u in stored order; w null: plain sums), then out[u] += wi * next[u].
+    // FastRP step for nodes u in [u0, u1): e = normalize(sum_e w[e] * prev[indices[e]]) (edges of u
+    // in stored order; w null: plain sums); next[u] = e unless next is null; unless out is null,
+    // out[u] = base + wi * e with base = out[u] (base_mode kFastrpAccumulate), 0.0f (kFastrpZero), or
+    // 0.0f + pw * prev[u] (kFastrpPending: the previous iteration's term, not yet added to a buffer).
     void (*fastrp_propagate)(const int64_t* indptr, const int32_t* indices, const float* w,
                              int64_t u0, int64_t u1, const float* prev, int64_t dim, float* next,
-                             float wi, float* out);
+                             float wi, float* out, int base_mode, float pw);
 };
 
 }  // namespace embkern
