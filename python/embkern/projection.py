@@ -16,6 +16,12 @@ propagation, weighted sum of the iterations).
 
 Dtypes: float32 and float64 are computed natively (the result follows X); other numeric input is
 converted to float64. NaN/inf in X is a ValueError.
+
+CUDA: X (dense, or a cupyx / torch sparse CSR matrix) or the FastRP adjacency on a GPU runs there
+(``backend=None`` or "cuda") and the result comes back in the caller's framework on its device;
+numpy input with ``backend="cuda"`` gives numpy. The GPU generates the same matrix and computes the
+same bits as the CPU. Device inputs are not scanned for NaN/inf (that would cost another full read):
+they propagate into the result.
 """
 from __future__ import annotations
 
@@ -187,6 +193,58 @@ def _feature_names(x: Any):
 
 
 # ---------------------------------------------------------------------------------------------
+# CUDA device arrays (embkern._cuda_ops.projection holds the framework helpers)
+# ---------------------------------------------------------------------------------------------
+def _on_cuda(x: Any) -> bool:
+    """x lives on a CUDA device: a dense device array, or a cupyx / torch sparse CSR matrix."""
+    if _d._is_device_array(x):
+        return True
+    return (type(x).__module__ or "").startswith("cupyx.scipy.sparse")
+
+
+def _use_cuda(backend: Optional[str], *arrays: Any) -> bool:
+    _d.choose_backend(backend)  # validates the name
+    return backend in (None, "cuda") and any(_on_cuda(a) for a in arrays)
+
+
+def _cuda_projection():
+    _d.backend_module("projection", "cuda")  # RuntimeError saying why when the backend is unusable
+    from ._cuda_ops import projection as cp
+
+    return cp
+
+
+def _device_input(x: Any, name: str):
+    """("dense", array, (n, d), dtype) or ("csr", (indptr, indices, data), (n, d), dtype) of a
+    device X in the kernels' dtypes."""
+    cp = _cuda_projection()
+    parts = cp.device_csr(x)
+    if parts is not None:
+        xptr, xind, xval, shape = cp.csr_input(parts, name)
+        return "csr", (xptr, xind, xval), shape, cp.dtype_of(xval, name)
+    arr, shape, dtype = cp.dense_input(x, name)
+    return "dense", arr, shape, dtype
+
+
+def _upload_csr(cp, like: Any, name: str, *arrays):
+    op = cp.lead(like, name)
+    return tuple(cp.upload(a, op) for a in arrays)
+
+
+def _sparse_project_cuda(x: Any, components: Any):
+    cp = _cuda_projection()
+    kind, xd, (n, d), dt = _device_input(x, "x")
+    cptr, cind, cval, (k, cd) = _components_csr(components, dt)
+    if cd != d:
+        raise ValueError(f"components must have n_features = {d} columns (x has {d}), got {cd}")
+    if kind == "dense":
+        return cp.csr_dense(xd, *_upload_csr(cp, xd, "x", cptr, cind, cval), k, validate=False)
+    tptr, tind, tval = _transpose_csr(cptr, cind, cval, (k, d))
+    xptr, xind, xval = xd
+    return cp.csr_sparse(xptr, xind, xval, n, *_upload_csr(cp, xptr, "x", tptr, tind, tval), k)
+
+
+# ---------------------------------------------------------------------------------------------
 # the kernel for a given CSR matrix
 # ---------------------------------------------------------------------------------------------
 def _components_csr(components: Any, dtype, name: str = "components"):
@@ -216,7 +274,10 @@ def sparse_project(x: Any, components: Any, *, backend: Optional[str] = None) ->
     (n, n_components) array. ``x`` is dense (float32/float64 kept, else float64) or a scipy sparse
     matrix; ``components`` a scipy sparse matrix (any format) or a dense 2-D array, cast to x's
     dtype. Each output is summed over the component's stored entries in order (sparse x: over x's
-    stored entries), so every backend and thread count gives the same bits."""
+    stored entries), so every backend and thread count gives the same bits. On a CUDA device
+    (dense, or a cupyx / torch sparse CSR x) the result is a device array of x's framework."""
+    if _use_cuda(backend, x):
+        return _sparse_project_cuda(x, components)
     if _is_sparse(x):
         xptr, xind, xval, (n, d) = _as_csr(x, "x")
         dt = xval.dtype
@@ -286,7 +347,9 @@ class SparseRandomProjection:
     def fit(self, X, y=None) -> "SparseRandomProjection":
         """Choose n_components_ and density_ from X's shape (X is validated, not stored)."""
         names = _feature_names(X)
-        if _is_sparse(X):
+        if _on_cuda(X):
+            _, _, shape, dtype = _device_input(X, "X")
+        elif _is_sparse(X):
             _, _, data, shape = _as_csr(X, "X")
             dtype = data.dtype
         else:
@@ -426,6 +489,8 @@ class SparseRandomProjection:
         """Project X (n_samples, n_features_in_) to a dense (n_samples, n_components_) array."""
         self._check_fitted()
         self._check_names(X)
+        if _use_cuda(backend, X):
+            return self._transform_cuda(X)
         sparse = _is_sparse(X)
         if sparse:
             xptr, xind, xval, shape = _as_csr(X, "X")
@@ -452,6 +517,30 @@ class SparseRandomProjection:
             return _d.kernel("projection", "csr_sparse", backend)(xptr, xind, xval, n, tptr, tind, tval, k)
         rptr, rind, rval = self._rows(dtype, backend)
         return _d.kernel("projection", "csr_dense", backend, X)(arr, rptr, rind, rval, k)
+
+
+    def _transform_cuda(self, X):
+        """transform for X on a CUDA device: the matrix is generated by the GPU (srp_columns),
+        kept on the host in CSR form and uploaded once per device."""
+        cp = _cuda_projection()
+        kind, xd, shape, dtype = _device_input(X, "X")
+        if shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
+        k, n = self.n_components_, shape[0]
+        lead = cp.lead(xd if kind == "dense" else xd[0], "X")
+        if kind == "csr" and self._explicit is None:
+            seed, k, mode, thr, cdf = self._gen_args()
+            return cp.srp_sparse(*xd, n, self.n_features_in_, seed, k, mode, thr, cdf, dtype.type(self._scale()))
+        which = "rows" if kind == "dense" else "cols_vals"
+        key = ("device", which, np.dtype(dtype).str, lead.kind, lead.device)
+        if key not in self._cache:
+            rptr, rind, rval = self._rows(dtype, "cuda")
+            host = (rptr, rind, rval) if kind == "dense" else _transpose_csr(rptr, rind, rval, (k, self.n_features_in_))
+            self._cache[key] = tuple(cp.upload(a, lead) for a in host)
+        if kind == "dense":
+            return cp.csr_dense(xd, *self._cache[key], k, validate=False)
+        return cp.csr_sparse(*xd, n, *self._cache[key], k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +633,9 @@ def fastrp(adjacency: Any, dim: int = 128, *, iteration_weights: Sequence[float]
     if not weights_list and si == 0.0:
         raise ValueError("iteration_weights must not be empty unless self_influence != 0")
     seed = _seed_u64(seed)
+    device = _device_adjacency(adjacency) if backend in (None, "cuda") else None
+    if device is not None:
+        return _fastrp_cuda(device, dim, weights_list, ns, si, seed)
     indptr, indices, w, n = _adjacency(adjacency)
     scale = np.zeros(0, np.float64)  # empty: every factor 1 (no O(n) buffer)
     if ns != 0.0:
@@ -556,3 +648,72 @@ def fastrp(adjacency: Any, dim: int = 128, *, iteration_weights: Sequence[float]
     iw = np.asarray(weights_list, np.float32)
     fn = _d.kernel("projection", "fastrp", backend)
     return fn(indptr, indices, w, n, dim, scale, seed, iw, np.float32(si))
+
+
+def _device_adjacency(adjacency: Any):
+    """(indptr, indices, weights or None, n) of an adjacency on a CUDA device (a cupyx / torch
+    sparse CSR matrix, or a tuple of device arrays), in the kernels' dtypes; None otherwise."""
+    if isinstance(adjacency, (tuple, list)) and len(adjacency) in (2, 3):
+        if not (_d._is_device_array(adjacency[0]) or _d._is_device_array(adjacency[1])):
+            return None
+        cp = _cuda_projection()
+        indptr, indices = adjacency[0], adjacency[1]
+        data = adjacency[2] if len(adjacency) == 3 else None
+        for arr, nm in ((indptr, "indptr"), (indices, "indices")):
+            shape = cp.lead(arr, f"adjacency {nm}").shape
+            if len(shape) != 1:
+                raise ValueError(f"adjacency {nm} must be 1-D, got shape {shape}")
+            if cp.dtype_of(arr, nm).kind not in "iu":
+                raise TypeError(f"adjacency {nm} must be integers, got dtype {cp.dtype_of(arr, nm)}")
+        n = cp.lead(indptr, "adjacency indptr").shape[0] - 1
+        if n < 0:
+            raise ValueError("adjacency indptr must have n_nodes + 1 entries")
+        if data is not None:
+            shape = cp.lead(data, "adjacency weights").shape
+            if shape != cp.lead(indices, "adjacency indices").shape:
+                raise ValueError("adjacency weights must be 1-D with one weight per index")
+    elif _on_cuda(adjacency):
+        cp = _cuda_projection()
+        parts = cp.device_csr(adjacency)
+        if parts is None:
+            raise TypeError("adjacency must be a sparse matrix or a tuple (indptr, indices[, weights])")
+        indptr, indices, data, shape = parts
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"adjacency must be square, got shape {shape}")
+        n = shape[0]
+    else:
+        return None
+    if n >= 2**31:
+        raise ValueError(f"at most 2**31 - 1 nodes are supported, got {n}")
+    indptr = cp.astype(indptr, np.int64, "adjacency indptr")
+    indices = cp.astype(indices, np.int32, "adjacency indices")
+    w = None
+    if data is not None and cp.lead(data, "adjacency weights").shape[0]:
+        if cp.dtype_of(data, "weights").kind not in "fiub":
+            raise TypeError(f"adjacency weights must be real, got dtype {cp.dtype_of(data, 'weights')}")
+        w = cp.astype(data, np.float32, "adjacency weights")
+        mod, wa = cp.framework(w)
+        if not bool(mod.isfinite(wa).all()):
+            raise ValueError("adjacency weights contain NaN or inf")
+        if bool((wa < 0).any()):
+            raise ValueError("adjacency weights must be non-negative (FastRP averages neighbours)")
+        if bool((wa == 1).all()):
+            w = None
+    return indptr, indices, w, n
+
+
+def _fastrp_cuda(device, dim: int, weights_list, ns: float, si: float, seed: int):
+    """fastrp on a CUDA device: the degree scaling is computed on the host with numpy (as on the
+    CPU, so the initial vectors are bit-identical), everything else on the GPU."""
+    cp = _cuda_projection()
+    indptr, indices, w, n = device
+    scale = np.zeros(0, np.float64)
+    if ns != 0.0:
+        deg = np.diff(cp.to_host(indptr, "adjacency indptr")).astype(np.float64)
+        scale = np.ones(n, np.float64)
+        nz = deg > 0
+        scale[nz] = np.power(deg[nz], ns)
+        if not np.isfinite(scale).all():
+            raise ValueError("degree ** normalization_strength overflows")
+    iw = np.asarray(weights_list, np.float32)
+    return cp.fastrp(indptr, indices, w, n, dim, scale, seed, iw, np.float32(si))
