@@ -585,6 +585,21 @@ def test_public_api_with_backend_cuda_matches_cpu(emulated_backend):
     assert_same(P.fastrp(g, 16, backend="cuda", **kw), P.fastrp(g, 16, backend="cpu", **kw))
 
 
+@needs_emu
+def test_gpu_check_smoke_case_on_the_emulator(emulated_backend):
+    """bench/gpu_cases/projection.py's smoke() (run by gpu_check under compute-sanitizer)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_cases",
+                        "projection.py")
+    spec = importlib.util.spec_from_file_location("gpu_case_projection", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.smoke()
+    assert callable(mod.bench)
+
+
 # ---- the real kernels (need a CUDA device) ------------------------------------------------------
 
 
