@@ -396,6 +396,31 @@ def test_emulated_fastrp(dim, weighted):
 
 
 @needs_emu
+@pytest.mark.parametrize("weights, si", [
+    ((0.0, 1.0, 1.0), 0.0),       # out doubles as a state buffer, the sum formed in the last step
+    ((0.0, 0.0, 1.0, 1.0), 0.0),  # the same with an even number of steps
+    ((0.0, 0.0, 2.5), 0.0),       # only the last term
+    ((-1.5,), 0.0),               # one step
+    ((0.0, 1.0, 1.0), 0.5),       # self influence: two scratch buffers, out accumulates
+    ((1.0, 0.0, 1.0), 0.0),       # an early nonzero weight: the same
+])
+def test_emulated_fastrp_memory_plans(weights, si):
+    g = graph(40, 6, 4, weighted=True).tolil()
+    g[7] = 0  # an isolated node: zero rows and signed zeros
+    g = g.tocsr()
+    g.eliminate_zeros()
+    indptr, indices, w = g.indptr.astype(np.int64), g.indices.astype(np.int32), g.data.astype(np.float32)
+    iw = np.asarray(weights, np.float32)
+    scale = degree_scale(indptr, -0.3)
+    for dim in (20, 24):
+        want = _cpu.fastrp(indptr, indices, w, 40, dim, scale, 5, iw, np.float32(si))
+        for stage in (0, 2):  # stage 2: the last step stages its sums in out's rows
+            got = _emu._emulate_fastrp(indptr, indices, w, 40, dim, scale, 5, list(iw), si, threads=64,
+                                       sm_count=2, stage=stage)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@needs_emu
 def test_emulated_fastrp_edges():
     g = graph(40, 5, 1, hubs=2)
     indptr, indices = g.indptr.astype(np.int64), g.indices.astype(np.int32)

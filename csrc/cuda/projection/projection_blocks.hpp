@@ -41,6 +41,9 @@
 // lane t % 8 in ascending t, one folds ((0+1)+(2+3))+((4+5)+(6+7)) and takes the square root; then
 // next = sum / norm and out += w_i next (fused epilogue: one pass over the row). Initial vectors:
 // one 64-bit hash per unit gives its 4 entries; prev holds them, out = si * normalize(prev).
+// Memory: the CPU's plans. With GDS's default weights (only the last two nonzero, no self
+// influence) out doubles as a state buffer and the last step forms 0 + w_{L-1} e^{L-1} + w_L e^L
+// without storing e^L: one n x dim scratch buffer besides out (else two).
 // Block-wide barriers separate the phases (no warp intrinsics), so a block's nodes move together.
 //
 // Validation (optional, for operands that live on the device): a kernel checks indptr's bounds and
@@ -518,15 +521,22 @@ EK_FN void srp_fill_body(Ctx& ctx, const SrpColParams& p) {
 
 // ---- FastRP ---------------------------------------------------------------------------------------
 
+// How a step forms out[u] (the CPU's kFastrp* modes): out += w_i e^i, or, when only the last two
+// weights may be nonzero (the sum is formed in the last iteration), 0 + w_{L-1} e^{L-1} + w_L e^L
+// ("pending", e^{L-1} = prev) or 0 + w_L e^L ("zero").
+enum FastrpOutMode : int { kOutAccumulate = 0, kOutPending = 1, kOutZero = 2 };
+
 struct FastrpParams {
     const int64_t* indptr;
     const int32_t* indices;
     const float* w;        // null: unweighted sums
     int64_t n, dim;
     const float* prev;     // step: the state e^{i-1}
-    float* next;           // step: e^i; init: the initial vectors
-    float* out;
+    float* next;           // step: e^i (null: not stored, the last iteration); init: the initial vectors
+    float* out;            // null: not written (init / steps before the last, two-buffer plan)
     float wi;              // step: iteration weight
+    int out_mode;          // FastrpOutMode
+    float pw;              // kOutPending: the previous iteration's weight
     int G, slots;          // threads per node, nodes per block pass (G * slots = block size)
     bool smem_stage;       // stage a node's row in shared memory (else in `next`)
     bool vec;              // dim % 4 == 0: 16-byte gathers (state buffers are 256-byte aligned)
@@ -613,10 +623,14 @@ EK_FN void fastrp_step_body(Ctx& ctx, unsigned char* smem, const FastrpParams& p
     const int tid = ctx.tid();
     const int slot = tid / p.G, g = tid % p.G;
     const int64_t units = (p.dim + 3) / 4;
+    // Without a shared-memory stage the sums wait in the node's row of next, or of out when next
+    // is not stored (the two-buffer plan's last step: that row of out is not read before it is
+    // written, and prev is another buffer).
+    float* stage_global = p.next ? p.next : p.out;
     for (int64_t u0 = ctx.block() * p.slots; u0 < p.n; u0 += ctx.nblocks() * p.slots) {
         const int64_t u = u0 + slot;
         const bool active = u < p.n;
-        float* stage = p.smem_stage ? stg + int64_t(slot) * p.dim : p.next + u * p.dim;
+        float* stage = p.smem_stage ? stg + int64_t(slot) * p.dim : stage_global + u * p.dim;
         if (active) {
             const int64_t e0 = p.indptr[u], e1 = p.indptr[u + 1];
             for (int64_t q = g; q < units; q += p.G) {
@@ -634,15 +648,21 @@ EK_FN void fastrp_step_body(Ctx& ctx, unsigned char* smem, const FastrpParams& p
             }
         }
         ctx.sync();
-        fastrp_norms(ctx, p, u0, lanes, nrm, stg, p.next);
+        fastrp_norms(ctx, p, u0, lanes, nrm, stg, stage_global);
         if (active) {
             const float nv = nrm[slot];
-            float* nx = p.next + u * p.dim;
-            float* o = p.out + u * p.dim;
+            float* nx = p.next ? p.next + u * p.dim : nullptr;
+            float* o = p.out ? p.out + u * p.dim : nullptr;
+            const float* pr = p.prev + u * p.dim;
             for (int64_t t = g; t < p.dim; t += p.G) {
                 const float x = nv > 0.0f ? div_rn(stage[t], nv) : 0.0f;
-                nx[t] = x;
-                o[t] = add_rn(o[t], mul_rn(p.wi, x));
+                if (nx) nx[t] = x;
+                if (o) {
+                    const float base = p.out_mode == kOutAccumulate ? o[t]
+                                       : p.out_mode == kOutPending  ? add_rn(0.0f, mul_rn(p.pw, pr[t]))
+                                                                    : 0.0f;
+                    o[t] = add_rn(base, mul_rn(p.wi, x));
+                }
             }
         }
         ctx.sync();
@@ -681,7 +701,7 @@ EK_FN void fastrp_init_body(Ctx& ctx, unsigned char* smem, const FastrpParams& p
             ctx.sync();
             fastrp_norms(ctx, p, u0, lanes, nrm, stg, p.next);
         }
-        if (active) {
+        if (active && p.out) {
             const float nv = p.si != 0.0f ? nrm[slot] : 0.0f;
             float* o = p.out + u * p.dim;
             for (int64_t t = g; t < p.dim; t += p.G)
@@ -948,18 +968,45 @@ void run_fastrp(Exec& ex, const int64_t* indptr, const int32_t* indices, const f
     p.si = si;
     const int64_t grid = grid_for(n, p.slots, ex.sm_count(), 16);
     const size_t row_bytes = size_t(n) * size_t(dim) * sizeof(float);
+    // The CPU's memory plans (projection_driver.cpp), same bits: when self influence is 0 and only
+    // the last two weights may be nonzero, out itself is one of the two state buffers and the sum
+    // is formed in the last step (one scratch buffer); otherwise two scratch state buffers and out
+    // accumulates every step.
+    bool two = si == 0.0f;
+    for (int64_t i = 0; i + 2 < iters; ++i) two = two && iteration_weights[i] == 0.0f;
     Scratch<Exec> a(ex, row_bytes);
-    Scratch<Exec> b(ex, iters > 0 ? row_bytes : 0);
-    float* prev = a.template as<float>();
-    float* next = b.template as<float>();
-    p.next = prev;  // the initial vectors
+    Scratch<Exec> b(ex, iters > 0 && !two ? row_bytes : 0);
+    float* const sa = a.template as<float>();
+    if (iters == 0 || !two) {
+        float* prev = sa;
+        float* next = b.template as<float>();
+        p.next = prev;  // the initial vectors
+        ex.template launch<FastrpInitKernel>(grid, threads, smem, p);
+        p.out_mode = kOutAccumulate;
+        for (int64_t i = 0; i < iters; ++i) {
+            p.prev = prev;
+            p.next = next;
+            p.wi = iteration_weights[i];
+            ex.template launch<FastrpStepKernel>(grid, threads, smem, p);
+            std::swap(prev, next);
+        }
+        return;
+    }
+    // e^i lives in the scratch buffer when L - 1 - i is even, else in out (so e^{L-1}, read by the
+    // last step, is never the buffer it writes).
+    auto state = [&](int64_t i) { return (iters - 1 - i) % 2 == 0 ? sa : out; };
+    p.next = state(0);
+    p.out = nullptr;  // si == 0: nothing to add yet
     ex.template launch<FastrpInitKernel>(grid, threads, smem, p);
     for (int64_t i = 0; i < iters; ++i) {
-        p.prev = prev;
-        p.next = next;
+        const bool last = i + 1 == iters;
+        p.prev = state(i);
+        p.next = last ? nullptr : state(i + 1);
+        p.out = last ? out : nullptr;
+        p.out_mode = i > 0 && iteration_weights[i - 1] != 0.0f ? kOutPending : kOutZero;
+        p.pw = i > 0 ? iteration_weights[i - 1] : 0.0f;
         p.wi = iteration_weights[i];
         ex.template launch<FastrpStepKernel>(grid, threads, smem, p);
-        std::swap(prev, next);
     }
 }
 
