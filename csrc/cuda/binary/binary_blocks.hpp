@@ -45,9 +45,11 @@
 // a partition in L2. It is a counting sort with 64-bit offsets, no float and no output atomics:
 //   count   cnt[query][d][partition] = hits at distance d <= radius (shared-memory histograms,
 //           8 x (radius + 1) bins, written out whole; global 64-bit atomics when they do not fit);
-//   offsets one block per query scans its (d, partition) counts in that order in place: they become
+//   offsets each query's counts, in (d, partition) order, are prefix-summed in place: they become
 //           output cursors relative to the query's first slot, and the query's total goes to lims;
-//   lims    one block turns the totals into lims (exclusive scan); the host reads lims[nq] (the only
+//           the scan cuts rows into chunks (chunk sums, scan of those, chunk scans), so a single
+//           query with many partitions still spreads over the GPU;
+//   lims    the same scan over the totals gives lims; the host reads lims[nq] (the only
 //           synchronisation), has the outputs allocated, then
 //   fill    each work item rescans its partition in index order, a chunk (threads x ipt codes) at a
 //           time: a query's hits in the chunk are sorted by (distance, index) key in shared memory,
@@ -889,7 +891,7 @@ EK_FN void code_distances(const uint8_t* qs, int qn, const uint8_t* b, int64_t c
 struct RangeParams {
     const uint8_t* q;          // the batch's queries
     const uint8_t* db;
-    int64_t nq, nb, cs;        // nq: queries of the batch (lims pass: of the whole call)
+    int64_t nq, nb, cs;        // nq: queries of the batch
     int load;                  // LoadWidth for (q, db)
     int32_t radius;            // <= 8 cs
     int64_t bins;              // radius + 1
@@ -898,7 +900,6 @@ struct RangeParams {
     int ipt;                   // fill: codes per thread per chunk
     int seg;                   // fill: key slots per query, a power of two >= threads * ipt
     int hist_in_smem;          // count: histograms in shared memory (else atomics on cnt)
-    int write_counts;          // offsets: store each query's hit count in lims[query]
     unsigned long long* cnt;   // nq x bins x parts: counts, then output cursors (from the query's start)
     int64_t* lims;             // the batch's first entry of lims
     int32_t* out_d;
@@ -955,25 +956,55 @@ EK_FN void range_count_body(Ctx& ctx, unsigned char* smem, const RangeParams& p)
     }
 }
 
-// Pass 2, one block per query: the counts in (distance, partition) order become output offsets
-// from the query's first slot (a counting sort); the query's hit count goes to lims[query].
+// Passes 2-4: exclusive prefix sums of the rows of a u64 matrix in place, every row cut into chunks
+// of threads x kScanItems elements so that one long row (one query, many partitions) still uses
+// the whole GPU: chunk sums, a scan of each row's chunk sums (the row total goes to totals[row]),
+// then each chunk's scan from its base. For hamming_range the rows are the queries' counts in
+// (distance, partition) order, which become output cursors from the query's first slot, and then
+// the single row of per-query totals, which becomes lims.
+struct ScanParams {
+    unsigned long long* data;    // rows x len
+    int64_t rows, len, nch;      // nch = ceil(len / (threads * kScanItems))
+    unsigned long long* part;    // rows x nch chunk sums, then chunk bases
+    unsigned long long* totals;  // rows (may be null)
+};
+
 template <class Ctx>
-EK_FN void range_offsets_body(Ctx& ctx, unsigned char* smem, const RangeParams& p) {
+EK_FN void scan_reduce_body(Ctx& ctx, unsigned char* smem, const ScanParams& p) {
     unsigned long long* s = reinterpret_cast<unsigned long long*>(smem);
-    const int64_t len = p.bins * p.parts;
-    for (int64_t qi = ctx.block(); qi < p.nq; qi += ctx.nblocks()) {
-        const unsigned long long total = block_scan_array(ctx, s, p.cnt + qi * len, len, 0ull);
-        if (ctx.tid() == 0 && p.write_counts) p.lims[qi] = int64_t(total);
+    const int tid = ctx.tid(), nt = ctx.nthreads();
+    const int64_t chunk = int64_t(nt) * kScanItems;
+    for (int64_t w = ctx.block(); w < p.rows * p.nch; w += ctx.nblocks()) {
+        const int64_t row = w / p.nch, c0 = (w - row * p.nch) * chunk;
+        const unsigned long long* d = p.data + row * p.len;
+        const int64_t lo = c0 + int64_t(tid) * kScanItems, hi = min64(p.len, c0 + chunk);
+        unsigned long long sum = 0;
+        EK_UNROLL
+        for (int e = 0; e < kScanItems; ++e)
+            if (lo + e < hi) sum += d[lo + e];
+        unsigned long long total;
+        block_exclusive_scan(ctx, s, sum, total);
+        if (tid == 0) p.part[w] = total;
     }
 }
 
-// Pass 3, one block: lims[0, nq) hold hit counts -> lims[0, nq] = their exclusive prefix sums.
 template <class Ctx>
-EK_FN void range_lims_body(Ctx& ctx, unsigned char* smem, const RangeParams& p) {
-    if (ctx.block() != 0) return;  // launched with one block
+EK_FN void scan_parts_body(Ctx& ctx, unsigned char* smem, const ScanParams& p) {
     unsigned long long* s = reinterpret_cast<unsigned long long*>(smem);
-    const int64_t total = block_scan_array(ctx, s, p.lims, p.nq, int64_t(0));
-    if (ctx.tid() == 0) p.lims[p.nq] = total;
+    for (int64_t row = ctx.block(); row < p.rows; row += ctx.nblocks()) {
+        const unsigned long long total = block_scan_array(ctx, s, p.part + row * p.nch, p.nch, 0ull);
+        if (ctx.tid() == 0 && p.totals) p.totals[row] = total;
+    }
+}
+
+template <class Ctx>
+EK_FN void scan_apply_body(Ctx& ctx, unsigned char* smem, const ScanParams& p) {
+    unsigned long long* s = reinterpret_cast<unsigned long long*>(smem);
+    const int64_t chunk = int64_t(ctx.nthreads()) * kScanItems;
+    for (int64_t w = ctx.block(); w < p.rows * p.nch; w += ctx.nblocks()) {
+        const int64_t row = w / p.nch, c0 = (w - row * p.nch) * chunk;
+        block_scan_array(ctx, s, p.data + row * p.len + c0, min64(chunk, p.len - c0), p.part[w]);
+    }
 }
 
 // Pass 4: a work item rescans its partition in index order, chunk by chunk; a chunk's hits of one
@@ -1383,15 +1414,20 @@ struct RangeCountKernel {
     template <class Ctx>
     static EK_FN void body(Ctx& ctx, unsigned char* smem, const RangeParams& p) { range_count_body(ctx, smem, p); }
 };
-struct RangeOffsetsKernel {
+struct ScanReduceKernel {
     static constexpr int kMaxThreads = 256;
     template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const RangeParams& p) { range_offsets_body(ctx, smem, p); }
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_reduce_body(ctx, smem, p); }
 };
-struct RangeLimsKernel {
+struct ScanPartsKernel {
     static constexpr int kMaxThreads = 256;
     template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const RangeParams& p) { range_lims_body(ctx, smem, p); }
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_parts_body(ctx, smem, p); }
+};
+struct ScanApplyKernel {
+    static constexpr int kMaxThreads = 256;
+    template <class Ctx>
+    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_apply_body(ctx, smem, p); }
 };
 struct RangeFillKernel {
     static constexpr int kMaxThreads = 256;
@@ -1445,6 +1481,26 @@ inline void run_hamming_range_checks(int64_t nq, int64_t nb, int64_t cs, int32_t
     require_arg(o.batch_bytes >= 1, "batch_bytes must be >= 1");
 }
 
+// Exclusive prefix sums of each row of data (rows x len) in place; row totals to `totals` when it
+// is not null. Three launches (see ScanParams), all grids capped.
+template <class Exec>
+void run_scan_rows(Exec& ex, unsigned long long* data, int64_t rows, int64_t len, int threads,
+                   unsigned long long* totals, int64_t grid_cap) {
+    if (rows == 0) return;
+    const int64_t nch = std::max<int64_t>(1, ceil_div(len, int64_t(threads) * kScanItems));
+    const size_t smem = size_t(threads) * sizeof(unsigned long long);
+    if (nch == 1) {  // short rows: one block scans a whole row (the "chunk sums" are the row)
+        const ScanParams p{data, rows, len, len, data, totals};
+        ex.template launch<ScanPartsKernel>(std::min(rows, grid_cap), threads, smem, p);
+        return;
+    }
+    Scratch<Exec> part(ex, size_t(rows) * size_t(nch) * sizeof(unsigned long long));
+    ScanParams p{data, rows, len, nch, part.template as<unsigned long long>(), totals};
+    ex.template launch<ScanReduceKernel>(std::min(rows * nch, grid_cap), threads, smem, p);
+    ex.template launch<ScanPartsKernel>(std::min(rows, grid_cap), threads, smem, p);
+    ex.template launch<ScanApplyKernel>(std::min(rows * nch, grid_cap), threads, smem, p);
+}
+
 // Returns the number of hits. `lims` (nq + 1 int64) is filled; `read_i64(device pointer)` reads one
 // int64 back to the host (waiting for the stream); `alloc(total, &out_d, &out_i)` provides the
 // outputs once their size is known (called exactly once, also for total == 0).
@@ -1479,7 +1535,6 @@ int64_t run_hamming_range(Exec& ex, const uint8_t* q, int64_t nq, const uint8_t*
     const bool smem_hist = size_t(kRangeQ) * size_t(bins) * sizeof(unsigned) <= kSmemLimit;
     const int seg = int(pow2_at_least64(int64_t(o.threads) * o.items_per_thread));
     const size_t fill_smem = size_t(kRangeQ) * seg * sizeof(uint64_t) + kRangeQ * sizeof(int);
-    const size_t scan_smem = size_t(o.threads) * sizeof(unsigned long long);
     Scratch<Exec> cnt(ex, size_t(batch) * size_t(bins) * size_t(parts) * sizeof(unsigned long long));
 
     RangeParams p{};
@@ -1495,25 +1550,22 @@ int64_t run_hamming_range(Exec& ex, const uint8_t* q, int64_t nq, const uint8_t*
     p.hist_in_smem = smem_hist ? 1 : 0;
     p.cnt = cnt.template as<unsigned long long>();
 
+    // lims holds non-negative values: scanned as unsigned 64-bit integers
+    unsigned long long* ulims = reinterpret_cast<unsigned long long*>(lims);
     auto count_pass = [&](int64_t q0, int64_t n, bool write_counts) {
         p.q = q + q0 * cs;
         p.nq = n;
         p.qtiles = ceil_div(n, kRangeQ);
         p.lims = lims + q0;
-        p.write_counts = write_counts ? 1 : 0;
         if (!smem_hist) ex.zero(p.cnt, size_t(n) * size_t(bins) * size_t(parts) * sizeof(unsigned long long));
         ex.template launch<RangeCountKernel>(std::min(p.qtiles * parts, grid_cap), o.threads,
                                              smem_hist ? size_t(kRangeQ) * size_t(bins) * sizeof(unsigned) : 0, p);
-        ex.template launch<RangeOffsetsKernel>(std::min(n, grid_cap), o.threads, scan_smem, p);
+        // counts in (distance, partition) order -> cursors; the query totals go to lims[q0, q0 + n)
+        run_scan_rows(ex, p.cnt, n, bins * parts, o.threads, write_counts ? ulims + q0 : nullptr, grid_cap);
     };
     const int64_t nbatches = ceil_div(nq, batch);
     for (int64_t q0 = 0; q0 < nq; q0 += batch) count_pass(q0, std::min(batch, nq - q0), true);
-    {
-        RangeParams s = p;
-        s.lims = lims;
-        s.nq = nq;
-        ex.template launch<RangeLimsKernel>(1, o.threads, scan_smem, s);
-    }
+    run_scan_rows(ex, ulims, 1, nq, o.threads, ulims + nq, grid_cap);  // totals -> lims
     const int64_t total = read_i64(lims + nq);
     alloc(total, &out_d, &out_i);
     if (total == 0) return 0;
