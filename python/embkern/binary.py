@@ -26,19 +26,53 @@ __all__ = [
 
 
 def _cuda_call(name: str, *args: Any):
-    """Run `name` on the CUDA backend with the caller's own (device) arrays; 1-D operands are
-    viewed as one row, and a result for one row comes back 1-D."""
-    fn = getattr(_d.backend_module("binary", "cuda"), name, None)
+    """Run `name` on the CUDA backend with the caller's own (device) arrays. The wrapper checks
+    dtypes and shapes on the host first, then raises RuntimeError if no GPU is usable."""
+    from ._cuda_ops import binary as cuda_ops  # plain Python: importable without CUDA
+
+    fn = getattr(cuda_ops, name, None)
     if fn is None:
         raise RuntimeError(f"binary.{name} has no implementation on the 'cuda' backend")
     return fn(*args)
 
 
-def _as_rows(x: Any):
+def _as_rows(x: Any, ndim: int = 2):
+    """A device array with one dimension less than `ndim` viewed as one row: (array, was_single)."""
     shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) == 1:
-        return x.reshape(1, -1), True
+    if shape is not None and len(shape) == ndim - 1:
+        return x.reshape(1, *tuple(shape)), True
     return x, False
+
+
+def _on_device(*arrays: Any) -> bool:
+    return any(_d._is_device_array(a) for a in arrays)
+
+
+def _device_float32(x: Any, name: str):
+    """CuPy / torch real queries as float32 on their device (as the CPU path converts them), checked
+    for NaN and inf there (one device reduction, waited for); other producers pass unchanged."""
+    mod = type(x).__module__ or ""
+    if mod.startswith("torch"):
+        import torch
+
+        if x.is_complex():
+            return x  # the kernel wrapper rejects the dtype
+        if x.dtype != torch.float32:
+            x = x.float()
+        finite = bool(torch.isfinite(x).all())
+    elif mod.startswith("cupy"):
+        import cupy
+
+        if x.dtype.kind not in "fiub":
+            return x
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        finite = bool(cupy.isfinite(x).all())
+    else:
+        return x
+    if not finite:
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
 
 
 def pack_signs(x: Any, *, threshold: float = 0.0, bitorder: str = "big",
@@ -142,6 +176,12 @@ def hamming_range(queries: Any, database: Any, radius: int, *,
     Returns ``(lims int64 (nq+1,), distances int32, indices int64)``: query ``i``'s results are
     ``distances[lims[i]:lims[i+1]]``, ascending by distance then index.
     """
+    if _d.choose_backend(backend, queries, database) == "cuda" and _on_device(queries, database):
+        rq, _ = _as_rows(queries)
+        radius = _d.as_int(radius, "radius")
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        return _cuda_call("hamming_range", rq, database, radius)
     q, _ = _d.as_codes(queries, "queries", allow_1d=True)
     db, _ = _d.as_codes(database, "database")
     _d.same_width(q, db, "queries", "database")
@@ -161,6 +201,10 @@ def asymmetric_scores(queries: Any, database: Any, *, bitorder: str = "big",
     rescore binary-retrieval candidates with the float query.
     """
     little = _d.check_bitorder(bitorder)
+    if _d.choose_backend(backend, queries, database) == "cuda" and _on_device(queries, database):
+        rq, q1 = _as_rows(_device_float32(queries, "queries"))
+        out = _cuda_call("asymmetric_scores", rq, database, little)
+        return out[0] if q1 else out
     q, q1 = _d.as_float(queries, "queries", 2, allow_1d=True, finite=True)
     db, _ = _d.as_codes(database, "database")
     d = q.shape[1]
@@ -202,6 +246,10 @@ def multibit_scores(queries: Any, database: Any, *, dim: int, weights: Any = Non
     computed in float64 and rounded to float32. Padding bits beyond ``dim`` must be zero (as
     ``pack_signs`` writes them). Returns float32 (nq, n).
     """
+    if _d.choose_backend(backend, queries, database) == "cuda" and _on_device(queries, database):
+        rq, q1 = _as_rows(queries, 3)
+        out = _cuda_call("multibit_scores", rq, database, _d.as_int(dim, "dim"), weights)
+        return out[0] if q1 else out
     q, q1, db, dim, w = _multibit_args(queries, database, dim, weights)
     out = _d.kernel("binary", "multibit_scores", backend, queries, database)(q, db, dim, w)
     return out[0] if q1 else out
@@ -211,6 +259,11 @@ def multibit_topk(queries: Any, database: Any, k: int, *, dim: int, weights: Any
                   backend: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The k largest ``multibit_scores`` per query: ``(scores float32 (nq, k), indices int64 (nq, k))``,
     descending, ties by smaller index; streams over the database."""
+    if _d.choose_backend(backend, queries, database) == "cuda" and _on_device(queries, database):
+        rq, q1 = _as_rows(queries, 3)
+        k = _d.check_k(k, int(database.shape[0]))
+        s, i = _cuda_call("multibit_topk", rq, database, k, _d.as_int(dim, "dim"), weights)
+        return (s[0], i[0]) if q1 else (s, i)
     q, q1, db, dim, w = _multibit_args(queries, database, dim, weights)
     k = _d.check_k(k, db.shape[0])
     s, i = _d.kernel("binary", "multibit_topk", backend, queries, database)(q, db, k, dim, w)
