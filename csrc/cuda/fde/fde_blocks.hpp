@@ -26,10 +26,12 @@
 //     b. Sort keys (partition << 32 | token) for all R repetitions: one segmented bitonic sort of
 //        R sub-arrays in shared memory (global scratch for clouds too large for it). Equal
 //        partitions keep token order, so each partition's members form a run in token order.
-//     c. Walks the R x B blocks in tiles: one thread per (r, b) finds its run by binary search
-//        (or, for an empty partition of a document with fill, the Hamming-nearest token: the
-//        smallest (popcount(gray(part ^ b)), token) over the cloud, which is the CPU's choice);
-//        then threads take (block, coordinate) items, consecutive coordinates on consecutive
+//     c. Walks the R x B blocks in tiles: one thread per (r, b) finds its run by binary search.
+//        An empty partition of a document with fill takes the Hamming-nearest token, the smallest
+//        (popcount(gray(part ^ b)), token) over the cloud (the CPU's choice): all threads search
+//        together, per-thread minima over a share of the tokens combined by a 64-bit shared
+//        atomicMin (candidates are unique, so the order of the atomics does not matter).
+//        Then threads take (block, coordinate) items, consecutive coordinates on consecutive
 //        threads (coalesced stores):
 //          identity: acc = 0; acc += x[m][i] over the run in token order; documents divide by
 //                    the count (float, as the CPU's counter); fill copies x[tok]; else 0.
@@ -89,6 +91,16 @@ EK_FN void atomic_max_u32(uint32_t* p, uint32_t v) {
 }
 
 // Four consecutive floats from a 16-byte aligned address.
+EK_FN void atomic_min_u64(uint64_t* p, uint64_t v) {
+#if defined(__CUDACC__)
+    atomicMin(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+#else
+    uint64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (v < old && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+#endif
+}
+
 EK_FN void fde_ld4(const float* p, float* v) {
 #if defined(__CUDACC__)
     const float4 a = *reinterpret_cast<const float4*>(p);
@@ -267,18 +279,12 @@ EK_FN void fde_segmented_sort(Ctx& ctx, uint64_t* keys, int64_t total, int64_t s
     }
 }
 
-// The token a document's empty partition b takes: the smallest (Hamming distance between its sign
-// bits and b's, token index) over the cloud. Sign bits are the Gray code of the partition, and
-// gray(u) ^ gray(v) = gray(u ^ v).
-EK_FN int32_t fde_nearest_token(const uint64_t* keys, int32_t n, uint32_t b) {
-    uint64_t best = ~uint64_t(0);
-    for (int32_t q = 0; q < n; ++q) {
-        const uint64_t key = keys[q];
-        const uint32_t x = uint32_t(key >> 32) ^ b;
-        const uint64_t cand = (uint64_t(popc32(x ^ (x >> 1))) << 32) | (key & kTokenMask);
-        if (cand < best) best = cand;
-    }
-    return int32_t(best & kTokenMask);
+// A document's empty partition b takes the token with the smallest (Hamming distance between its
+// sign bits and b's, token index). Sign bits are the Gray code of the partition, and
+// gray(u) ^ gray(v) = gray(u ^ v). The candidate key of the token in sort key `key`:
+EK_FN uint64_t fde_fill_candidate(uint64_t key, uint32_t b) {
+    const uint32_t x = uint32_t(key >> 32) ^ b;
+    return (uint64_t(popc32(x ^ (x >> 1))) << 32) | (key & kTokenMask);
 }
 
 struct EncodeKernel {
@@ -289,8 +295,11 @@ struct EncodeKernel {
         const int64_t d = p.d, R = p.reps, k = p.k, B = int64_t(1) << k, P = p.p;
         const int64_t RB = R * B, inner_dim = RB * P;
         int* flag = reinterpret_cast<int*>(smem);
-        int32_t* tab_s = reinterpret_cast<int32_t*>(smem + p.off_tab);
+        int* nfill = flag + 1;
+        uint64_t* best = reinterpret_cast<uint64_t*>(smem + p.off_tab);  // fill: best candidate
+        int32_t* tab_s = reinterpret_cast<int32_t*>(best + p.tile);
         int32_t* tab_e = tab_s + p.tile;
+        int32_t* flist = tab_e + p.tile;  // fill: the tile's entries that need a token
         uint64_t* keys = p.keys_smem ? reinterpret_cast<uint64_t*>(smem + p.off_keys)
                                      : p.keys_global + ctx.block() * p.keys_per_block;
         float* vbuf = reinterpret_cast<float*>(smem + p.off_vbuf);
@@ -305,7 +314,10 @@ struct EncodeKernel {
             const float* src = p.stage ? tok : xc;  // the cloud's tokens, n x d
             float* orow = p.out + c * p.out_dim;
             float* dst = inner ? inner : orow;
-            if (tid == 0) *flag = 0;
+            if (tid == 0) {
+                *flag = 0;
+                *nfill = 0;
+            }
             ctx.sync();
 
             // a. finite check (and staging)
@@ -353,15 +365,38 @@ struct EncodeKernel {
                     if (e > s) {  // occupied: run kr[s, e)
                         tab_s[j] = s;
                         tab_e[j] = e;
-                    } else if (fill && n > 0) {  // filled from one token
-                        tab_s[j] = fde_nearest_token(kr, n, uint32_t(b));
+                    } else if (fill && n > 0) {  // filled from one token: searched below
+                        tab_s[j] = 0;
                         tab_e[j] = -1;
+                        best[j] = ~uint64_t(0);
+                        flist[atomic_add_i32(nfill, 1)] = j;
                     } else {  // zeros
                         tab_s[j] = 0;
                         tab_e[j] = 0;
                     }
                 }
                 ctx.sync();
+                if (fill) {
+                    // every thread takes a share of the cloud's tokens for every entry to fill; the
+                    // minimum of unique candidates does not depend on the order of the atomics
+                    const int nf = *nfill;
+                    for (int f = 0; f < nf; ++f) {
+                        const int32_t j = flist[f];
+                        const uint64_t* kr = keys + ((rb0 + j) >> k) * seg;
+                        const uint32_t b = uint32_t((rb0 + j) & (B - 1));
+                        uint64_t mine = ~uint64_t(0);
+                        for (int32_t q = tid; q < n; q += nt) {
+                            const uint64_t cand = fde_fill_candidate(kr[q], b);
+                            if (cand < mine) mine = cand;
+                        }
+                        if (mine != ~uint64_t(0)) atomic_min_u64(best + j, mine);
+                    }
+                    ctx.sync();
+                    if (tid == 0) *nfill = 0;  // every thread has read it (the sync above)
+                    for (int j = tid; j < tn; j += nt)
+                        if (tab_e[j] < 0) tab_s[j] = int32_t(best[j] & kTokenMask);
+                    ctx.sync();
+                }
                 if (p.ams) {
                     // raw token sums of each block (or its fill token) -> vbuf[j][0..d)
                     const uint32_t items = uint32_t(tn) * uint32_t(d);
@@ -470,7 +505,7 @@ inline EncodePlan plan_encode(const FdeShape& s, int64_t n_max, const FdeOptions
     pl.tile = std::max<int64_t>(1, std::min(pl.tile, RB));
     const int64_t seg = pow2_at_least64(std::max<int64_t>(n_max, 1));
     pl.keys_per_block = s.reps * seg;
-    const size_t tab = align_up(16 + size_t(2 * pl.tile) * sizeof(int32_t), 16);
+    const size_t tab = align_up(16 + size_t(pl.tile) * (sizeof(uint64_t) + 3 * sizeof(int32_t)), 16);
     const size_t vbuf = s.ams ? align_up(size_t(pl.tile * s.d) * sizeof(float), 16) : 0;
     const size_t keys = size_t(pl.keys_per_block) * sizeof(uint64_t);
     const size_t toks = align_up(size_t(n_max) * size_t(s.d) * sizeof(float), 16);
@@ -481,7 +516,7 @@ inline EncodePlan plan_encode(const FdeShape& s, int64_t n_max, const FdeOptions
     const size_t with_keys = base + (pl.keys_smem ? keys : 0);
     pl.stage = o.stage == 1 || (o.stage < 0 && n_max > 0 && toks <= size_t(o.stage_bytes) && with_keys + toks <= smem_optin);
     require_arg(!pl.stage || with_keys + toks <= smem_optin, "tokens do not fit shared memory");
-    pl.off_tab = 16;  // after the flag word; `tab` covers both
+    pl.off_tab = 16;  // after the flag words; `tab` covers both
     pl.off_vbuf = tab;
     pl.off_keys = tab + vbuf;
     pl.off_tok = pl.off_keys + (pl.keys_smem ? keys : 0);
