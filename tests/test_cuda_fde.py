@@ -12,6 +12,7 @@ Exactness: the GPU performs the CPU's float operations in the CPU's order for ev
 also distinguishes -0.0 from 0.0).
 """
 
+import ctypes
 import importlib
 import json
 import os
@@ -381,6 +382,141 @@ def test_emulated_golden_vectors():
         _assert_reference(cfde._emulate_encode(x, off, *args(cfg, False))[0], want_query, cfg)
         ran += 1
     assert ran >= 10
+
+
+# ---- the whole device path on a fake runtime (no GPU needed) -----------------------------------------
+# "Device" memory is host memory: a fake embkern._cuda whose DeviceBuffer is a numpy buffer and whose
+# fde.encode reads the pointers it is given and runs the emulated kernels. Generic
+# __cuda_array_interface__ objects over host memory then travel the real Python path (routing,
+# validation, table upload and caching, argument order of the launcher, the bad-cloud flag, output
+# objects), which the GPU session will run for real.
+
+
+class _FakeBuffer:
+    def __init__(self, nbytes, device=-1):
+        self._a = np.zeros(max(int(nbytes), 1) + 16, np.uint8)
+        self.nbytes, self.device = int(nbytes), 0
+        self.ptr = self._a.ctypes.data + (-self._a.ctypes.data) % 16
+
+    def _view(self, n):
+        return np.ctypeslib.as_array((ctypes.c_uint8 * max(n, 1)).from_address(self.ptr))[:n]
+
+    def copy_from_host(self, arr, stream=0):
+        self._view(arr.nbytes)[...] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+
+    def copy_to_host(self, arr, stream=0):
+        arr.reshape(-1).view(np.uint8)[...] = self._view(arr.nbytes)
+
+
+def _host_view(ptr, count, dtype):
+    dtype = np.dtype(dtype)
+    if ptr == 0 or count == 0:
+        return np.zeros(0, dtype)
+    raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(ptr)
+    return np.ctypeslib.as_array(raw).view(dtype)
+
+
+class _FakeFde:
+    calls = []
+
+    @staticmethod
+    def encode(x, rows, begin, end, d, reps, k, p, final_dim, document, fill, ams, gauss, ams_order,
+               ams_osign, ams_start, fp_order, fp_osign, fp_start, out, bad, stream, device, **launch):
+        inner = reps * (1 << k) * p
+        xs = _host_view(x, rows * d, np.float32).reshape(rows, d)
+        res, code = _cuda.fde._emulate_encode(
+            xs, begin, end, _host_view(gauss, d * reps * k, np.float32),
+            _host_view(ams_order, reps * d if ams else 0, np.int32),
+            _host_view(ams_osign, reps * d if ams else 0, np.float32),
+            _host_view(ams_start, reps * (p + 1) if ams else 0, np.int32),
+            _host_view(fp_order, inner if final_dim else 0, np.int32),
+            _host_view(fp_osign, inner if final_dim else 0, np.float32),
+            _host_view(fp_start, final_dim + 1 if final_dim else 0, np.int32),
+            reps, k, p, final_dim, document, fill, ams, threads=32)
+        _host_view(out, res.size, np.float32)[...] = res.reshape(-1)
+        _host_view(bad, 1, np.uint32)[0] = code
+        _FakeFde.calls.append(dict(stream=stream, device=device, **launch))
+
+
+class _FakeCuda:
+    DeviceBuffer = _FakeBuffer
+    fde = _FakeFde
+
+    @staticmethod
+    def get_device():
+        return 0
+
+    @staticmethod
+    def pointer_device(ptr):
+        return 0
+
+    @staticmethod
+    def stream_synchronize(stream, device=-1):
+        pass
+
+    @staticmethod
+    def stream_wait(consumer, producer, device=-1):
+        pass
+
+
+class HostCAI:
+    """A __cuda_array_interface__ over host memory (for the fake runtime only)."""
+
+    def __init__(self, arr):
+        self.arr = np.ascontiguousarray(arr)
+        self.__cuda_array_interface__ = dict(shape=self.arr.shape, typestr=self.arr.dtype.str,
+                                             data=(self.arr.ctypes.data, False), strides=None,
+                                             version=3, stream=7)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(cb, "_state", (_FakeCuda, 1, "fake device (host memory)"))
+    monkeypatch.setattr(cfde, "_cache", type(cfde._cache)())
+    _FakeFde.calls.clear()
+    yield
+
+
+@needs_emulator
+def test_fake_runtime_internal_wrapper(fake_gpu, rng):
+    cfg = config(12, 3, 4, True, 5, True, final=41)
+    sizes = [4, 0, 9, 1]
+    x = clouds(rng, sizes, 12)
+    off = offsets_of(sizes)
+    for document in (True, False):
+        a = args(cfg, document)
+        want = _cpu.encode(x, off, *a)
+        assert_bits_equal(cfde.encode(x, off, *a), want)              # numpy in, numpy out
+        got = cfde.encode(HostCAI(x), off, *a, tile=2, keys=1)        # CAI in, CudaArray out
+        assert isinstance(got, cb.CudaArray)
+        assert_bits_equal(np.asarray(got), want)
+    assert _FakeFde.calls[-1]["stream"] == 7 and _FakeFde.calls[-1]["tile"] == 2
+    assert len(cfde._cache) == 1  # tables uploaded once per config (both sides) and reused
+    bad = x.copy()
+    bad[10, 3] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf \(point cloud 2\)"):
+        cfde.encode(HostCAI(bad), off, *args(cfg, True))
+
+
+@needs_emulator
+def test_fake_runtime_public_routing(fake_gpu, rng):
+    cfg = config(8, 2, 3, False, None, True, final=None)
+    sizes = [3, 0, 6]
+    x = clouds(rng, sizes, 8)
+    want = encode_documents(x, cfg, lengths=sizes, backend="cpu")
+    assert_bits_equal(np.asarray(encode_documents(HostCAI(x), cfg, lengths=sizes)), want)
+    padded = np.full((3, 6, 8), np.nan, np.float32)
+    for i, (s, e) in enumerate(zip(offsets_of(sizes)[:-1], offsets_of(sizes)[1:])):
+        padded[i, :e - s] = x[s:e]
+    got = encode_documents(HostCAI(padded), cfg, lengths=np.array(sizes))
+    assert isinstance(got, cb.CudaArray) and got.shape == want.shape
+    assert_bits_equal(np.asarray(got), want)
+    one = encode_queries(HostCAI(x[3:9]), cfg)
+    assert one.shape == (cfg.output_dimension,)
+    assert_bits_equal(np.asarray(one), encode_queries(x[3:9], cfg, backend="cpu"))
+    assert_bits_equal(encode_queries(x[3:9], cfg, backend="cuda"), encode_queries(x[3:9], cfg, backend="cpu"))
+    with pytest.raises(ValueError, match=r"NaN or inf \(point cloud 0\)"):
+        encode_documents(HostCAI(padded), cfg)  # without lengths the NaN padding rows are points
 
 
 # ---- the real kernels (need a CUDA device) -------------------------------------------------------
