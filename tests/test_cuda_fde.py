@@ -652,9 +652,9 @@ def test_gpu_torch_in_torch_out_on_a_side_stream(rng):
     sizes = [3, 50, 0, 9]
     x = clouds(rng, sizes, 16)
     want = encode_documents(x, cfg, lengths=sizes, backend="cpu")
-    _poison_torch_allocator(torch, 64 << 20)
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
+        _poison_torch_allocator(torch, 64 << 20)  # the caching allocator keeps blocks per stream
         tx = torch.from_numpy(x).cuda()
         got = encode_documents(tx, cfg, lengths=sizes)
         lst = encode_documents([tx[:3], tx[3:53], tx[53:53], tx[53:]], cfg)

@@ -13,6 +13,11 @@ Batches are ragged: a list of ``(n_i, dimension)`` arrays, one ``(total, dimensi
 ``lengths``, or a padded ``(batch, n, dimension)`` array (``lengths`` marks the real rows; padding
 rows are never treated as points). Clouds are encoded in parallel (``embkern.set_num_threads``).
 
+CUDA arrays (CuPy, torch, ``__cuda_array_interface__``) in any of these forms are encoded on their
+GPU (``backend=None`` or ``"cuda"``) and the result comes back in the caller's framework; numpy input
+with ``backend="cuda"`` returns numpy. The GPU result equals the CPU backend's bit for bit. A call
+with CUDA input waits for its kernels (it must read back whether some cloud held NaN or inf).
+
 Example::
 
     from embkern import fde
@@ -249,8 +254,8 @@ def _device_shape(x: Any) -> tuple:
 
 
 def _device_float32(x: Any, name: str) -> Any:
-    """x as float32 with its own framework (real numeric dtypes only); other CUDA arrays pass
-    through (the kernel wrapper requires float32 of them)."""
+    """x as float32: CuPy / torch arrays of any real dtype converted on their device; other CUDA
+    arrays must already be float32."""
     fw = _framework(x)
     if fw == "torch":
         import torch
