@@ -13,6 +13,11 @@ Batches are ragged: a list of ``(n_i, dimension)`` arrays, one ``(total, dimensi
 ``lengths``, or a padded ``(batch, n, dimension)`` array (``lengths`` marks the real rows; padding
 rows are never treated as points). Clouds are encoded in parallel (``embkern.set_num_threads``).
 
+CUDA arrays (CuPy, torch, ``__cuda_array_interface__``) in any of these forms are encoded on their
+GPU (``backend=None`` or ``"cuda"``) and the result comes back in the caller's framework; numpy input
+with ``backend="cuda"`` returns numpy. The GPU result equals the CPU backend's bit for bit. A call
+with CUDA input waits for its kernels (it must read back whether some cloud held NaN or inf).
+
 Example::
 
     from embkern import fde
@@ -225,10 +230,176 @@ def _normalise(points: Any, lengths: Any, d: int) -> Tuple[np.ndarray, np.ndarra
                      f"array or a 3-D (batch, n, dimension) array, got shape {arr.shape}")
 
 
+# ------------------------------------------------------------------------------------------------
+# CUDA arrays (CuPy, torch, __cuda_array_interface__): encoded on the GPU, results in the caller's
+# framework; the same accepted forms and checks as for host arrays
+# ------------------------------------------------------------------------------------------------
+def _framework(x: Any) -> str:
+    mod = type(x).__module__ or ""
+    if mod == "torch" or mod.startswith("torch."):
+        return "torch"
+    if mod == "cupy" or mod.startswith("cupy."):
+        return "cupy"
+    return "cai"
+
+
+def _device_shape(x: Any) -> tuple:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        try:
+            shape = x.__cuda_array_interface__["shape"]
+        except Exception as exc:
+            raise TypeError(f"points: cannot read the shape of this CUDA array ({exc})") from None
+    return tuple(int(n) for n in shape)
+
+
+def _device_float32(x: Any, name: str) -> Any:
+    """x as float32: CuPy / torch arrays of any real dtype converted on their device; other CUDA
+    arrays must already be float32."""
+    fw = _framework(x)
+    if fw == "torch":
+        import torch
+
+        if x.dtype.is_complex:
+            raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+        return x.detach() if x.dtype == torch.float32 else x.detach().to(torch.float32)
+    if fw == "cupy":
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+        return x if x.dtype == np.float32 else x.astype(np.float32)
+    try:
+        typestr = x.__cuda_array_interface__["typestr"]
+        dtype = np.dtype(typestr)
+    except Exception as exc:
+        raise TypeError(f"{name}: cannot read the element type of this CUDA array ({exc})") from None
+    if dtype != np.float32:
+        raise TypeError(f"{name} must be float32 (other dtypes: pass a CuPy array or a torch "
+                        f"tensor, converted on the device), got {dtype}")
+    return x
+
+
+def _host_ints(lengths: Any) -> Any:
+    """lengths given as a CUDA array, copied to the host (they are small)."""
+    if _d._is_device_array(lengths):
+        fw = _framework(lengths)
+        if fw == "torch":
+            return lengths.detach().cpu().numpy()
+        if fw == "cupy":
+            return lengths.get()
+        from ._cuda_backend import CudaArray
+
+        if isinstance(lengths, CudaArray):
+            return lengths.get()
+        raise TypeError("lengths: pass a host array, a CuPy array or a torch tensor")
+    return lengths
+
+
+class _RowsView:
+    """A C-contiguous (batch, n, d) CUDA array seen as (batch * n, d) rows."""
+
+    def __init__(self, x: Any, rows: int, d: int):
+        from ._cuda_backend import _parse_cai
+
+        self._x = x
+        cai = dict(x.__cuda_array_interface__)
+        if not _parse_cai(cai, "points")["contiguous"]:
+            raise ValueError(f"points must be C-contiguous (got strides {cai.get('strides')})")
+        cai["shape"] = (rows, d)
+        cai["strides"] = None
+        self.__cuda_array_interface__ = cai
+
+
+def _encode_device(points: Any, config: FDEConfig, lengths: Any, document: bool):
+    d = config.dimension
+    if isinstance(points, (list, tuple)):
+        if lengths is not None:
+            raise ValueError("lengths must be None when points is a list of arrays")
+        host = [i for i, c in enumerate(points) if not _d._is_device_array(c)]
+        if host:
+            raise ValueError(f"points[{host[0]}] is a host array but other point clouds are CUDA "
+                             f"arrays; pass all on the same device (or all as host arrays)")
+        fws = {_framework(c) for c in points}
+        if len(fws) != 1 or fws == {"cai"}:
+            raise TypeError("points: a list of CUDA arrays must be all CuPy arrays or all torch "
+                            "tensors (concatenate other arrays into one (total, dimension) array "
+                            "and pass lengths)")
+        clouds = []
+        for i, c in enumerate(points):
+            shape = _device_shape(c)
+            if len(shape) != 2 or shape[1] != d:
+                raise ValueError(f"points[{i}] must be (n, dimension={d}), got shape {shape}")
+            clouds.append(_device_float32(c, f"points[{i}]"))
+        sizes = np.array([c.shape[0] for c in clouds], dtype=np.int64)
+        if fws == {"torch"}:
+            import torch
+
+            x = torch.cat(clouds, 0)
+        else:
+            import cupy
+
+            x = cupy.concatenate(clouds, 0)
+        ends = np.cumsum(sizes)
+        return x, ends - sizes, ends, False
+    shape = _device_shape(points)
+    if len(shape) == 3:
+        b, n, dd = shape
+        if dd != d:
+            raise ValueError(f"points has token dimension {dd}, but config.dimension is {d}")
+        begin = np.arange(b, dtype=np.int64) * n
+        if lengths is None:
+            end = begin + n
+        else:
+            ln = _as_lengths(_host_ints(lengths), b)
+            if ln.size and ln.max() > n:
+                raise ValueError(f"lengths must be <= the padded length {n}, got {int(ln.max())}")
+            end = begin + ln
+        x = _device_float32(points, "points")
+        fw = _framework(x)
+        x = x.reshape(b * n, d) if fw in ("torch", "cupy") else _RowsView(x, b * n, d)
+        return x, begin, end, False
+    if len(shape) == 2:
+        rows, dd = shape
+        if dd != d:
+            raise ValueError(f"points has token dimension {dd}, but config.dimension is {d}")
+        x = _device_float32(points, "points")
+        if lengths is None:
+            return x, np.zeros(1, np.int64), np.array([rows], np.int64), True
+        ln = _as_lengths(_host_ints(lengths), None)
+        if int(ln.sum()) != rows:
+            raise ValueError(f"lengths must sum to the number of rows of points ({rows}), "
+                             f"got {int(ln.sum())}")
+        ends = np.cumsum(ln)
+        return x, ends - ln, ends, False
+    raise ValueError(f"points must be a list of (n, dimension) arrays, a 2-D (total, dimension) "
+                     f"array or a 3-D (batch, n, dimension) array, got shape {shape}")
+
+
+def _on_device(points: Any) -> bool:
+    if isinstance(points, (list, tuple)):
+        return any(_d._is_device_array(c) for c in points)
+    return _d._is_device_array(points)
+
+
 def _encode(points: Any, config: FDEConfig, lengths: Any, backend: Optional[str],
             document: bool) -> np.ndarray:
     if not isinstance(config, FDEConfig):
         raise TypeError(f"config must be an FDEConfig, got {type(config).__name__}")
+    candidates = list(points) if isinstance(points, (list, tuple)) else [points]
+    if _on_device(points) and _d.choose_backend(backend, *candidates) == "cuda":
+        x, begin, end, single = _encode_device(points, config, lengths, document)
+        module = _d.backend_module("fde", "cuda")
+        gauss, col, sign, fidx, fsign = _tables(config, "cuda", module)
+        out = module.encode_ranges(x, begin, end, gauss, col, sign, fidx, fsign,
+                                   config.num_repetitions, config.num_simhash_projections,
+                                   config.block_dimension, config.final_projection_dimension or 0,
+                                   document, config.fill_empty_partitions,
+                                   config.projection_type == "ams_sketch")
+        if not single:
+            return out
+        if hasattr(out, "__getitem__"):
+            return out[0]
+        out.shape = out.shape[1:]  # a CudaArray of one row: the same memory as a vector
+        return out
     x, offsets, single = _normalise(points, lengths, config.dimension)
     chosen = _d.choose_backend(backend)
     module = _d.backend_module("fde", chosen)
