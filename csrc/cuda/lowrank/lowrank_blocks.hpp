@@ -389,17 +389,25 @@ EK_FN void gemm_body(Ctx& ctx, unsigned char* smem, const GemmParams<typename C:
                           p.scale_mode != 0, scale, (s_begin > n1 ? s_begin : n1) - n1, s_end - n1);
 
         if (p.sp_indptr != nullptr && p.k1 > 0) {
-            // SpMM: acc[i][j] += sum over S's row (column j of C) of value * A1[row i, index].
-            int64_t cur[TN], end[TN];
+            // SpMM: acc[i][j] += sum over S's row (column j of C) of value * A1[row i, index], the A1
+            // row tile staged KC columns at a time. Per column a cursor into the CSR arrays and the
+            // (index, value) it points at, loaded one step ahead, so no load waits inside a chunk's
+            // loop; the next x chunk is loaded into registers before the current one is used.
+            int32_t cur[TN], end[TN], nc[TN];
+            T nv[TN];
+            constexpr int32_t kDone = 0x7FFFFFFF;
             EK_UNROLL
             for (int j = 0; j < TN; ++j) {
                 const int64_t n = col0 + (j < GN ? tx * GN + j : BN / 2 + tx * GN + j - GN);
-                cur[j] = end[j] = 0;
+                int64_t b0 = 0, b1 = 0;
                 if (n < p.N) {
-                    const int64_t b0 = p.sp_indptr[n], b1 = p.sp_indptr[n + 1];
-                    cur[j] = b0 < 0 ? 0 : (b0 > p.sp_nnz ? p.sp_nnz : b0);
-                    end[j] = b1 < cur[j] ? cur[j] : (b1 > p.sp_nnz ? p.sp_nnz : b1);
+                    b0 = min64(p.sp_indptr[n] < 0 ? 0 : p.sp_indptr[n], p.sp_nnz);
+                    b1 = min64(p.sp_indptr[n + 1] < b0 ? b0 : p.sp_indptr[n + 1], p.sp_nnz);
                 }
+                cur[j] = int32_t(b0);
+                end[j] = int32_t(b1);
+                nc[j] = b0 < b1 ? p.sp_indices[b0] : kDone;
+                nv[j] = b0 < b1 ? p.sp_values[b0] : T(0);
             }
             const int rx = tid * PX / KC, kx = tid * PX % KC;
             const T* xrow = nullptr;
@@ -407,32 +415,32 @@ EK_FN void gemm_body(Ctx& ctx, unsigned char* smem, const GemmParams<typename C:
                 const int64_t lr = row0 + rx;
                 xrow = p.a1 + (p.a1_rows ? p.a1_rows[lr] : lr) * p.lda1;
             }
-            T* xs = As;  // [KC][LDA], over the operand buffers
+            T* xs = As;  // [KC][LDA], over the operand buffers (free: gemm_steps ends synchronised)
+            T xv[PX];
+            load_run<PX>(xrow, kx, p.k1, p.va1, xv);
             for (int64_t k0 = 0; k0 < p.k1; k0 += KC) {
-                T v[PX];
-                load_run<PX>(xrow, k0 + kx, p.k1, p.va1, v);
-                ctx.sync();  // everyone is done with the previous chunk (or the GEMM buffers)
                 EK_UNROLL
-                for (int i = 0; i < PX; ++i) xs[(kx + i) * LDA + rx] = v[i];
+                for (int i = 0; i < PX; ++i) xs[(kx + i) * LDA + rx] = xv[i];
                 ctx.sync();
+                if (k0 + KC < p.k1) load_run<PX>(xrow, k0 + KC + kx, p.k1, p.va1, xv);
+                const int64_t k1 = k0 + KC;
                 EK_UNROLL
                 for (int j = 0; j < TN; ++j) {
-                    int64_t q = cur[j];
-                    for (; q < end[j]; ++q) {
-                        const int64_t c = p.sp_indices[q];
-                        if (c >= k0 + KC) break;
-                        if (c < k0) continue;  // out of order: skipped
-                        const T val = p.sp_values[q];
-                        T af[TM];
-                        load_n<GM>(xs + (c - k0) * LDA + ty * GM, af);
-                        load_n<GM>(xs + (c - k0) * LDA + BM / 2 + ty * GM, af + GM);
-                        EK_UNROLL
-                        for (int i = 0; i < TM; ++i) acc[i][j] += val * af[i];
+                    while (nc[j] < k1) {  // kDone never is (k1 < 2^31 - KC, checked on the host)
+                        if (nc[j] >= k0) {  // entries out of order are skipped
+                            T af[TM];
+                            load_n<GM>(xs + (nc[j] - k0) * LDA + ty * GM, af);
+                            load_n<GM>(xs + (nc[j] - k0) * LDA + BM / 2 + ty * GM, af + GM);
+                            EK_UNROLL
+                            for (int i = 0; i < TM; ++i) acc[i][j] += nv[j] * af[i];
+                        }
+                        const int32_t q = ++cur[j];
+                        nc[j] = q < end[j] ? p.sp_indices[q] : kDone;
+                        nv[j] = q < end[j] ? p.sp_values[q] : T(0);
                     }
-                    cur[j] = q;
                 }
+                ctx.sync();  // the chunk is consumed: the next one may overwrite it
             }
-            ctx.sync();  // before the next tile's stores
         }
 
         // Epilogue: bias and the one write of the tile (or its partial sums).
@@ -757,6 +765,8 @@ void run_sparse(Exec& ex, const T* x, int64_t M, int64_t K, const T* b, int64_t 
                 const T* bias, T* y, const LowrankOptions& o) {
     check_dims(M, K, N, r, o);
     require_arg(nnz >= 0, "sparse: negative number of non-zeros");
+    require_arg(nnz < (int64_t(1) << 31) - 1 && K < (int64_t(1) << 31) - 256,
+                "sparse: the CUDA kernel needs fewer than 2^31 - 1 non-zeros and in_features < 2^31 - 256");
     if (M == 0 || N == 0) return;
     Scratch<Exec> tbuf(ex, size_t(M) * size_t(r) * sizeof(T));
     T* t = tbuf.template as<T>();
