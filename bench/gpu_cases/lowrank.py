@@ -11,6 +11,15 @@ import numpy as np
 
 from embkern._cuda_ops import lowrank as clr
 
+# Problem sizes (quick variants in parentheses are used with --quick).
+SIZES = dict(
+    h=4096, r=16,
+    lora_m=(16, 4096), lora_m_quick=(16, 1024),
+    multi=((64, 64), (4096, 16)), multi_quick=((64, 64), (1024, 16)),
+    sparse_m=4096, sparse_m_quick=1024, sparse_r=128, sparse_density=0.03,
+    lowrank_m=8192, lowrank_m_quick=2048, lowrank_r=64,
+)
+
 
 def _close(got, ref, tol):
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
@@ -106,12 +115,13 @@ def _bench(torch, emit, ceilings, quick, deadline, timer):
             return True
         return False
 
-    h, r = 4096, 16
+    z = SIZES
+    h, r = z["h"], z["r"]
 
     # 1. fused LoRA, decode and prefill (one adapter)
     w, a, b, bias = randn(h, h), randn(r, h) * 0.02, randn(h, r) * 0.02, randn(h)
     s = 0.5
-    for m in ((16, 1024) if quick else (16, 4096)):
+    for m in (z["lora_m_quick"] if quick else z["lora_m"]):
         case = f"lora_linear M={m} K=N={h} r={r} fp32"
         if out_of_time(case):
             continue
@@ -131,7 +141,7 @@ def _bench(torch, emit, ceilings, quick, deadline, timer):
     torch.cuda.empty_cache()
 
     # 2. multi-adapter (SGMV segments) vs a torch loop over adapters; delta only (weight=None)
-    for m, nad in ((64, 64), (1024 if quick else 4096, 16)):
+    for m, nad in (z["multi_quick"] if quick else z["multi"]):
         case = f"multi_lora_linear delta T={m} adapters={nad} K=N={h} r={r} fp32"
         if out_of_time(case):
             continue
@@ -170,7 +180,8 @@ def _bench(torch, emit, ceilings, quick, deadline, timer):
         torch.cuda.empty_cache()
 
     # 3. sparse + low-rank (SLTrain L3: r = 128, 3 % support) vs torch low-rank GEMMs + sparse.addmm
-    m, rr, dens = (1024 if quick else 4096), 128, 0.03
+    m = z["sparse_m_quick"] if quick else z["sparse_m"]
+    rr, dens = z["sparse_r"], z["sparse_density"]
     case = f"sparse_lowrank_linear M={m} K=N={h} r={rr} density={dens} fp32"
     if not out_of_time(case):
         nnz = int(dens * h * h)
@@ -197,7 +208,7 @@ def _bench(torch, emit, ceilings, quick, deadline, timer):
         torch.cuda.empty_cache()
 
     # 4. pure low-rank y = ((x V^T) s) U^T, M = 8192, r = 64 (memory-bound if t never hits HBM)
-    m, rr = (2048 if quick else 8192), 64
+    m, rr = (z["lowrank_m_quick"] if quick else z["lowrank_m"]), z["lowrank_r"]
     case = f"lowrank_linear M={m} K=N={h} r={rr} fp32"
     if not out_of_time(case):
         u, v, sv = randn(h, rr) * 0.1, randn(rr, h) * 0.1, torch.rand(rr, device="cuda", generator=g)
