@@ -515,6 +515,20 @@ def test_gpu_lowrank_sparse_multi_numpy(dtype):
             x, w, a, b, ids, s, bias = multi_args(rng, m, k, n, r, nad, dtype, with_weight)
             assert_close(clr.multi_lora_linear(x, w, a, b, ids, s, bias),
                          _cpu.multi_lora_linear(x, w, a, b, ids, s, bias), f"multi weight={with_weight}")
+    # the public functions with numpy input and backend="cuda": CPU validation, numpy out
+    x, u, v = randn(rng, (2, 5, 70), dtype), randn(rng, (40, 6), dtype), randn(rng, (6, 70), dtype)
+    x2 = x.reshape(10, 70)
+    assert_close(lr.lowrank_linear(x, u, v, backend="cuda").reshape(10, 40),
+                 _cpu.lowrank_linear(x2, u, v, None, None), "public lowrank")
+    rows, cols = np.nonzero(rng.random((40, 70)) < 0.1)
+    vals = randn(rng, rows.size, dtype)
+    ip, ix, vv = lr._csr((rows, cols, vals), 40, 70, np.dtype(dtype))
+    assert_close(lr.sparse_lowrank_linear(x, u, v, (rows, cols, vals), backend="cuda").reshape(10, 40),
+                 _cpu.sparse_lowrank_linear(x2, u, v, ip, ix, vv, None), "public sparse")
+    xm, w, a, b, ids, s, bias = multi_args(rng, 10, 70, 40, 3, 4, dtype)
+    assert_close(lr.multi_lora_linear(xm.reshape(2, 5, 70), w, a, b, ids.reshape(2, 5), scales=s, bias=bias,
+                                      backend="cuda").reshape(10, 40),
+                 _cpu.multi_lora_linear(xm, w, a, b, ids, s, bias), "public multi")
 
 
 @pytest.mark.gpu

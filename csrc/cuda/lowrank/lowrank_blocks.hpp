@@ -7,7 +7,8 @@
 //               (+ sum over S's row n: S[n, c] A1[p, c])  + bias[n]
 // i.e. a GEMM over the concatenated inner dimension [A1 | A2] [B1 | B2]^T, as gpu.md §5 suggests
 // (y = [x | t] [W | s B]^T), with an optional CSR SpMM of A1 against a fixed sparse S before the
-// one write of C. Each op is two launches of it (three with split-K reductions):
+// one write of C. Each op is two launches of it (plus one reduction kernel per GEMM that runs
+// split-K; multi adds three small segment kernels):
 //   lora    shrink t = x a^T (M x r, scratch), then y = [x | t] [w | s b]^T + bias
 //   lowrank shrink t = x v^T, then y = t (u diag(s))^T + bias
 //   sparse  shrink t = x a^T, then y = t b^T + x S^T + bias (SpMM fused, one write)
@@ -36,10 +37,12 @@
 // blocks share operand tiles in L2. When the tiles cannot fill the GPU (few rows), the k-steps are
 // split into contiguous ranges (split-K): each part writes its partial tile to scratch and a second
 // kernel adds the parts in order (and the bias): deterministic, no atomics on results.
-// SpMM part: the A1 row tile is staged KC columns at a time ([KC][BM] in the freed operand buffers);
-// each thread walks the CSR rows of its TN output columns with one cursor per column, adding
-// value * x for its TM rows from shared memory (indices outside the chunk or out of order are
-// skipped, so bad CSR contents cannot read outside memory).
+// SpMM part: the A1 row tile is staged KC columns at a time ([KC][BM] in the freed operand buffers,
+// the next chunk already loading into registers); each thread walks the CSR rows of its TN output
+// columns with one cursor per column whose (index, value) is loaded a step ahead, adding
+// value * x for its TM rows from shared memory. Cursors are clamped to [0, nnz) and indices outside
+// the chunk or out of order are skipped, so bad CSR contents cannot read outside memory. The block's
+// x tile is re-read once per column tile (N / BN times, from L2), like a GEMM's A operand.
 //
 // Accumulation is in T (float32 for float) with FMAs on the device; results differ from the CPU
 // backend by summation order only (within float rounding: tests bound the error by 1e-5 (float) /
