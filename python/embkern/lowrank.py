@@ -12,6 +12,15 @@ cache, the output is written once with the update added in registers, adapters a
 segment (never gathered per row) and the sparse part is an SpMM over a CSR copy of the support.
 NaN/inf in any input propagate as numpy's matmul would.
 
+CUDA: when any array argument is a CUDA array (CuPy, torch CUDA tensors, ``__cuda_array_interface__``
+objects) and ``backend`` is None or "cuda", the call runs on that device and returns an array of the
+same framework (on its current stream). There every array must already be on the device with x's
+dtype, float32 or float64 (no casts; a mismatch is a TypeError naming the argument); only the sparse
+support of ``sparse_lowrank_linear`` may be given in host form (it is canonicalised on the host and
+copied over). Device ``adapter_ids`` are not range-checked (values outside [0, n_adapters) act as -1).
+numpy input with ``backend="cuda"`` is validated and cast as for the CPU, run on the current device
+and returned as numpy.
+
 Large results (1 MiB and up) are written into buffers that earlier results of the same size
 released, when there are any (at most 4 buffers, 1 GiB, are kept): a layer called again and again
 then skips the operating system's page zeroing of a fresh output, which for a low-rank layer costs
@@ -109,6 +118,91 @@ def _out(y: np.ndarray, lead: tuple) -> np.ndarray:
     return y.reshape(*lead, y.shape[-1])
 
 
+# ---- CUDA arrays: straight to the CUDA kernels, results in the caller's framework ----------------
+
+
+def _device_call(backend: Optional[str], *arrays: Any) -> bool:
+    """True when this call goes to the CUDA path with the caller's device arrays."""
+    if backend not in (None, "cuda"):
+        return False
+    return any(a is not None and _d._is_device_array(a) for a in arrays)
+
+
+def _cuda_ops():
+    """embkern._cuda_ops.lowrank: its wrappers validate (on the host) before any CUDA call."""
+    import importlib
+
+    return importlib.import_module("embkern._cuda_ops.lowrank")
+
+
+def _device_rows(x: Any) -> Tuple[Any, tuple]:
+    """A device x (..., in) as 2-D (M, in), and its leading shape."""
+    shape = tuple(int(n) for n in getattr(x, "shape", ()))
+    if not shape:
+        raise ValueError("x must have at least one dimension (..., in_features), got a scalar")
+    if len(shape) == 2:
+        return x, shape[:-1]
+    if not hasattr(x, "reshape"):
+        raise ValueError(f"x must be 2-D for a CUDA array of type {type(x).__name__}, got shape {shape}")
+    return x.reshape(-1, shape[-1]), shape[:-1]
+
+
+def _device_out(y: Any, lead: tuple) -> Any:
+    if len(lead) == 1:
+        return y
+    return y.reshape(*lead, y.shape[-1])
+
+
+def _host_array(v: Any, name: str) -> Any:
+    """A device array copied to the host (numpy); anything else unchanged."""
+    if v is None or not _d._is_device_array(v):
+        return v
+    if hasattr(v, "get") and not hasattr(v, "cpu"):  # CuPy
+        return v.get()
+    if hasattr(v, "cpu"):  # torch
+        return v.detach().cpu().numpy()
+    try:
+        return np.asarray(v)
+    except Exception as exc:
+        raise TypeError(f"{name}: cannot copy this CUDA array to the host ({exc})") from exc
+
+
+def _host_sparse(sparse: Any, n: int, k: int) -> Any:
+    """The sparse support in a host form _csr accepts (device forms are copied to the host once)."""
+    if isinstance(sparse, tuple) and len(sparse) == 3:
+        return tuple(_host_array(v, name) for v, name in zip(sparse, ("sparse rows", "sparse cols",
+                                                                        "sparse values")))
+    mod = type(sparse).__module__ or ""
+    if mod.startswith("cupyx") and hasattr(sparse, "get"):
+        return sparse.get()
+    if mod.startswith("torch") and str(getattr(sparse, "layout", "torch.strided")) != "torch.strided":
+        if tuple(sparse.shape) != (n, k):
+            raise ValueError(f"sparse must have shape (out_features, in_features) = ({n}, {k}), "
+                             f"got {tuple(sparse.shape)}")
+        coo = sparse.detach().cpu().to_sparse_coo().coalesce()
+        idx = coo.indices().numpy()
+        return idx[0], idx[1], coo.values().numpy()
+    return sparse
+
+
+def _device_dtype(x: Any) -> np.dtype:
+    """numpy dtype of a CUDA array: its __cuda_array_interface__ typestr, else its dtype
+    (torch.float32 -> float32)."""
+    try:
+        cai = x.__cuda_array_interface__
+    except Exception:  # absent, or torch refusing for tensors that require grad
+        cai = None
+    try:
+        if isinstance(cai, dict) and "typestr" in cai:
+            return np.dtype(cai["typestr"])
+        dt = getattr(x, "dtype", None)
+        if dt is not None:
+            return np.dtype(str(dt).replace("torch.", "")) if "torch" in str(dt) else np.dtype(dt)
+    except TypeError:
+        pass
+    raise TypeError(f"x must be float32 or float64, got {getattr(x, 'dtype', 'an unknown dtype')}")
+
+
 def lora_linear(x: Any, weight: Any, lora_a: Any, lora_b: Any, *, scale: float = 1.0,
                 bias: Any = None, backend: Optional[str] = None) -> np.ndarray:
     """A LoRA-adapted linear layer, unmerged: ``x @ weight.T + scale * (x @ lora_a.T) @ lora_b.T
@@ -119,6 +213,10 @@ def lora_linear(x: Any, weight: Any, lora_a: Any, lora_b: Any, *, scale: float =
     Returns (..., out) in x's dtype. One fused pass: the base GEMM and the low-rank update share
     the packed x block, and the update is added while each output tile is in registers.
     """
+    if _device_call(backend, x, weight, lora_a, lora_b, bias):
+        s = _scalar(scale, "scale")
+        x2, lead = _device_rows(x)
+        return _device_out(_cuda_ops().lora_linear(x2, weight, lora_a, lora_b, s, bias), lead)
     x2, lead = _input(x)
     dt = x2.dtype
     w = _matrix(weight, "weight", 2, dt)
@@ -153,6 +251,9 @@ def lowrank_linear(x: Any, u: Any, v: Any, *, s: Any = None, bias: Any = None,
     ``v`` (r, in), ``u`` (out, r), ``s`` (r,) singular values or None (ones), ``bias`` (out,).
     SVD form ``W ~= u diag(s) v``. Returns (..., out) in x's dtype; useful FLOPs 2 M r (in + out).
     """
+    if _device_call(backend, x, u, v, s, bias):
+        x2, lead = _device_rows(x)
+        return _device_out(_cuda_ops().lowrank_linear(x2, u, v, s, bias), lead)
     x2, lead = _input(x)
     dt = x2.dtype
     u_ = _matrix(u, "u", 2, dt)
@@ -238,8 +339,18 @@ def sparse_lowrank_linear(x: Any, b: Any, a: Any, sparse: Any, *, bias: Any = No
     ``b`` (out, r), ``a`` (r, in) (fold SLTrain's scale into ``a``), ``sparse`` S (out, in) as a
     scipy sparse matrix (any format) or ``(rows, cols, values)``; from SLTrain's flat index buffer
     use ``(idx // in, idx % in, values)``. Duplicate entries are summed, as scipy does. Returns
-    (..., out) in x's dtype.
+    (..., out) in x's dtype. With CUDA arrays, ``sparse`` may also be a CuPy sparse matrix, a torch
+    sparse tensor or a tuple of device arrays: it is canonicalised on the host (one copy there) and
+    the CSR arrays copied to x's device on every call.
     """
+    if _device_call(backend, x, b, a, bias):
+        x2, lead = _device_rows(x)
+        dt = _device_dtype(x2)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"x must be float32 or float64, got {dt}")
+        n, k = int(b.shape[0]), int(x2.shape[1])
+        indptr, indices, values = _csr(_host_sparse(sparse, n, k), n, k, dt)
+        return _device_out(_cuda_ops().sparse_lowrank_linear(x2, b, a, indptr, indices, values, bias), lead)
     x2, lead = _input(x)
     dt = x2.dtype
     b_ = _matrix(b, "b", 2, dt)
@@ -269,6 +380,25 @@ def multi_lora_linear(x: Any, weight: Any, lora_a: Any, lora_b: Any, adapter_ids
     output computed elsewhere. Rows are grouped by adapter (segments), so each adapter's factors
     are read once per call.
     """
+    if _device_call(backend, x, weight, lora_a, lora_b, adapter_ids, scales, bias):
+        x2, lead = _device_rows(x)
+        ids = adapter_ids
+        ishape = tuple(int(v) for v in getattr(ids, "shape", ()))
+        if ishape != lead and not (len(ishape) == 1 and ishape[0] == x2.shape[0]):
+            raise ValueError(f"adapter_ids must have x's leading shape {lead}, got {ishape}")
+        if len(ishape) != 1:
+            ids = ids.reshape(-1)
+        svec, svalue = None, 1.0
+        if scales is not None:
+            if _d._is_device_array(scales):
+                svec = scales
+            elif np.ndim(scales) == 0:
+                svalue = _scalar(scales, "scales")
+            else:
+                raise ValueError("scales must be a scalar or a CUDA array of shape (n_adapters,) when x is "
+                                 "a CUDA array")
+        y = _cuda_ops().multi_lora_linear(x2, weight, lora_a, lora_b, ids, svec, bias, scale_value=svalue)
+        return _device_out(y, lead)
     x2, lead = _input(x)
     dt = x2.dtype
     a = _matrix(lora_a, "lora_a", 3, dt)
