@@ -7,16 +7,19 @@
 // A kernel is a tag type:
 //     struct MyKernel {
 //         static constexpr int kMaxThreads = 256;            // __launch_bounds__
+//         static constexpr int kMinBlocks = 2;               // optional: blocks per SM
 //         template <class Ctx, class P>
 //         static EK_FN void body(Ctx& ctx, unsigned char* smem, const P& p);
 //     };
 // launched by an orchestration template `run_x(Exec& ex, ...)` with
 // `ex.template launch<MyKernel>(grid, threads, smem_bytes, params)`. Exec (DeviceExec or HostExec)
-// also provides sm_count(), alloc(bytes) / release(ptr) (stream-ordered scratch) and zero(ptr, bytes).
+// also provides sm_count(), alloc(bytes) / release(ptr) (stream-ordered scratch), zero(ptr, bytes),
+// copy(dst, src, bytes) and wait() (the queued work has finished: before reading a result back).
 // Bodies use only what both sides provide: ctx.tid()/nthreads()/block()/nblocks()/sync(), the atomic_*
 // and popc32 helpers below, and plain loads and stores (no warp intrinsics).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -65,11 +68,32 @@ EK_FN void atomic_add_u32(unsigned* p, unsigned v) {
 #endif
 }
 
-EK_FN void atomic_add_u64(unsigned long long* p, unsigned long long v) {
+// Returns the previous value.
+EK_FN unsigned long long atomic_add_u64(unsigned long long* p, unsigned long long v) {
 #if defined(__CUDACC__)
-    atomicAdd(p, v);
+    return atomicAdd(p, v);
 #else
-    __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+#endif
+}
+
+EK_FN void atomic_max_u32(uint32_t* p, uint32_t v) {
+#if defined(__CUDACC__)
+    atomicMax(reinterpret_cast<unsigned*>(p), unsigned(v));
+#else
+    uint32_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+#endif
+}
+
+EK_FN void atomic_min_u64(uint64_t* p, uint64_t v) {
+#if defined(__CUDACC__)
+    atomicMin(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+#else
+    uint64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (v < old && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
 #endif
 }
 
@@ -120,6 +144,32 @@ EK_FN double add_rn(double a, double b) {
 #else
     return a + b;
 #endif
+}
+// IEEE division and square root (nvcc's defaults are IEEE too, but -use_fast_math would change them).
+EK_FN float div_rn(float a, float b) {
+#if defined(__CUDACC__)
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+EK_FN float sqrt_rn(float a) {
+#if defined(__CUDACC__)
+    return __fsqrt_rn(a);
+#else
+    return std::sqrt(a);
+#endif
+}
+
+// True unless v is NaN or infinite (a bit test: immune to fast-math folding).
+EK_FN bool finite_bits(float v) {
+#if defined(__CUDACC__)
+    const uint32_t u = __float_as_uint(v);
+#else
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+#endif
+    return (u & 0x7f800000u) != 0x7f800000u;
 }
 
 // ---- host-side helpers of the orchestration --------------------------------------------------

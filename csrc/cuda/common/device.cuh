@@ -3,6 +3,7 @@
 // Included only by nvcc-compiled sources.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/common/blocks.hpp"
 #include "cuda/common/check.cuh"
@@ -19,8 +20,18 @@ struct DeviceCtx {
 
 extern __shared__ __align__(16) unsigned char ek_smem[];
 
+// A tag may also ask for kMinBlocks resident blocks per SM (the register cap follows).
+template <class K, class = void>
+struct MinBlocks {
+    static constexpr int value = 1;
+};
+template <class K>
+struct MinBlocks<K, std::void_t<decltype(K::kMinBlocks)>> {
+    static constexpr int value = K::kMinBlocks;
+};
+
 template <class K, class P>
-__global__ void __launch_bounds__(K::kMaxThreads) ek_kernel(const P p) {
+__global__ void __launch_bounds__(K::kMaxThreads, MinBlocks<K>::value) ek_kernel(const P p) {
     DeviceCtx ctx;
     K::body(ctx, ek_smem, p);
 }
@@ -49,6 +60,8 @@ public:
     void copy(void* dst, const void* src, size_t bytes) {
         EMBKERN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
     }
+    void wait() { EMBKERN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+    cudaStream_t stream() const { return stream_; }
 
     template <class K, class P>
     void launch(int64_t grid, int threads, size_t smem, const P& p) {

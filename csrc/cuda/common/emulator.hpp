@@ -142,6 +142,7 @@ public:
     }
     void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
     void copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
+    void wait() {}  // every emulated launch has finished when it returns
     size_t smem_optin() const { return smem_optin_; }
 
     template <class K, class P>

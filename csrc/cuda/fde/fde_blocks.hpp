@@ -62,45 +62,7 @@ namespace embkern::cuda {
 
 // ---- helpers this family needs beyond common/blocks.hpp ---------------------------------------
 
-EK_FN float div_rn(float a, float b) {
-#if defined(__CUDACC__)
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
-
-EK_FN bool finite_bits(float v) {
-#if defined(__CUDACC__)
-    const uint32_t u = __float_as_uint(v);
-#else
-    uint32_t u;
-    std::memcpy(&u, &v, sizeof u);
-#endif
-    return (u & 0x7f800000u) != 0x7f800000u;
-}
-
-EK_FN void atomic_max_u32(uint32_t* p, uint32_t v) {
-#if defined(__CUDACC__)
-    atomicMax(reinterpret_cast<unsigned*>(p), unsigned(v));
-#else
-    uint32_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
-    while (old < v && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
-#endif
-}
-
 // Four consecutive floats from a 16-byte aligned address.
-EK_FN void atomic_min_u64(uint64_t* p, uint64_t v) {
-#if defined(__CUDACC__)
-    atomicMin(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
-#else
-    uint64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
-    while (v < old && !__atomic_compare_exchange_n(p, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
-#endif
-}
-
 EK_FN void fde_ld4(const float* p, float* v) {
 #if defined(__CUDACC__)
     const float4 a = *reinterpret_cast<const float4*>(p);

@@ -56,7 +56,7 @@
 #include "cuda/common/blocks.hpp"
 #include "cuda/lowrank/lowrank_cuda.hpp"
 
-// Registers: the GEMM tags declare kMaxThreads = 512 while launching 256 threads, so
+// Registers: the GEMM tags ask for two resident blocks per SM (kMinBlocks = 2), so
 // __launch_bounds__ caps a thread at 128 registers and two blocks fit an SM (ptxas otherwise takes
 // ~150-180 for the 128 x 128 float tile: one block, 8 warps per SM). Under that cap the k loop of a
 // staged step is not unrolled on the device (unrolled, ptxas keeps fragments of several k in flight
@@ -141,13 +141,6 @@ EK_FN void load_run(const T* row, int64_t k, int64_t len, bool vec, T* v) {
     for (int i = 0; i < P; ++i) v[i] = (row != nullptr && k + i < len) ? row[k + i] : T(0);
 }
 
-EK_FN unsigned long long atomic_fetch_add_u64(unsigned long long* p, unsigned long long v) {
-#if defined(__CUDACC__)
-    return atomicAdd(p, v);
-#else
-    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-#endif
-}
 
 // ---- tile shapes ---------------------------------------------------------------------------------
 
@@ -587,14 +580,15 @@ template <class Ctx>
 EK_FN void seg_scatter_body(Ctx& ctx, const SegParams& p) {
     const int64_t stride = ctx.nblocks() * ctx.nthreads();
     for (int64_t i = ctx.block() * ctx.nthreads() + ctx.tid(); i < p.M; i += stride)
-        p.order[atomic_fetch_add_u64(&p.cursor[seg_group(p, i)], 1ull)] = i;
+        p.order[atomic_add_u64(&p.cursor[seg_group(p, i)], 1ull)] = i;
 }
 
 // ---- kernels (tags for Exec::launch) ---------------------------------------------------------------
 
 template <class C>
 struct GemmKernel {
-    static constexpr int kMaxThreads = 2 * C::THREADS;  // launched with THREADS; see EK_KK_UNROLL
+    static constexpr int kMaxThreads = C::THREADS;
+    static constexpr int kMinBlocks = 2;  // 128 registers a thread; see EK_KK_UNROLL
     template <class Ctx>
     static EK_FN void body(Ctx& ctx, unsigned char* smem, const GemmParams<typename C::type>& p) {
         gemm_body<C>(ctx, smem, p);

@@ -6,27 +6,13 @@
 
 namespace embkern::cuda {
 
-namespace {
-
-// The device executor plus wait(): the validation pass reads its counters back.
-class ProjDeviceExec : public DeviceExec {
-public:
-    explicit ProjDeviceExec(std::uintptr_t stream) : DeviceExec(stream), stream_(to_stream(stream)) {}
-    void wait() { EMBKERN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
-
-private:
-    cudaStream_t stream_;
-};
-
-}  // namespace
-
 void csr_dense_f32(const float* x, int64_t n, int64_t d, const int64_t* indptr, const int32_t* indices,
                    const float* values, int64_t nnz, int64_t k, float* out, bool validate,
                    std::uintptr_t stream, int device, const ProjOptions& o) {
     proj::dense_checks<float>(n, d, k, nnz);
     if (!validate && (n == 0 || k == 0)) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_csr_dense(ex, x, n, d, indptr, indices, values, nnz, k, out, validate, o);
 }
 
@@ -36,7 +22,7 @@ void csr_dense_f64(const double* x, int64_t n, int64_t d, const int64_t* indptr,
     proj::dense_checks<double>(n, d, k, nnz);
     if (!validate && (n == 0 || k == 0)) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_csr_dense(ex, x, n, d, indptr, indices, values, nnz, k, out, validate, o);
 }
 
@@ -46,7 +32,7 @@ void csr_sparse_f32(const int64_t* xptr, const int32_t* xind, const float* xval,
                     const ProjOptions& o) {
     if (!validate && (n == 0 || k == 0)) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_csr_sparse(ex, xptr, xind, xval, n, xnnz, cptr, cind, cval, d, cnnz, k, out, validate, o);
 }
 
@@ -56,7 +42,7 @@ void csr_sparse_f64(const int64_t* xptr, const int32_t* xind, const double* xval
                     const ProjOptions& o) {
     if (!validate && (n == 0 || k == 0)) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_csr_sparse(ex, xptr, xind, xval, n, xnnz, cptr, cind, cval, d, cnnz, k, out, validate, o);
 }
 
@@ -66,7 +52,7 @@ void srp_sparse_f32(const int64_t* xptr, const int32_t* xind, const float* xval,
     proj::srp_spec_checks(g);
     if (!validate && n == 0) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_srp_sparse(ex, xptr, xind, xval, n, xnnz, g, scale, out, validate, o);
 }
 
@@ -76,7 +62,7 @@ void srp_sparse_f64(const int64_t* xptr, const int32_t* xind, const double* xval
     proj::srp_spec_checks(g);
     if (!validate && n == 0) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_srp_sparse(ex, xptr, xind, xval, n, xnnz, g, scale, out, validate, o);
 }
 
@@ -84,7 +70,7 @@ void srp_column_counts(const SrpSpec& g, int64_t d, int64_t* indptr, std::uintpt
                        const ProjOptions& o) {
     proj::srp_spec_checks(g);
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_srp_column_counts(ex, g, d, indptr, o);
 }
 
@@ -92,7 +78,7 @@ void srp_column_fill(const SrpSpec& g, int64_t d, const int64_t* indptr, int32_t
                      std::uintptr_t stream, int device, const ProjOptions& o) {
     proj::srp_spec_checks(g);
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_srp_column_fill(ex, g, d, indptr, idx, neg, o);
 }
 
@@ -102,7 +88,7 @@ void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64
             int device, const ProjOptions& o) {
     if (!validate && n == 0) return;
     DeviceGuard guard(device);
-    ProjDeviceExec ex(stream);
+    DeviceExec ex(stream);
     proj::run_fastrp(ex, indptr, indices, w, n, nnz, dim, node_scale, seed, iteration_weights, iters,
                      self_influence, out, validate, o);
 }

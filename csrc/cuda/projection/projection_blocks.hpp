@@ -146,23 +146,6 @@ EK_FN bool srp_negative(const SrpDev& g, int64_t j, int32_t i) {
     return (hash3(g.ksign, static_cast<uint64_t>(j), static_cast<uint64_t>(static_cast<int64_t>(i))) >> 63) != 0;
 }
 
-// ---- IEEE helpers (the CPU's float ops, never contracted or approximated) ----------------------
-
-EK_FN float div_rn(float a, float b) {
-#if defined(__CUDACC__)
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
-EK_FN float sqrt_rn(float a) {
-#if defined(__CUDACC__)
-    return __fsqrt_rn(a);
-#else
-    return std::sqrt(a);
-#endif
-}
-
 // V consecutive values (16 bytes) from a 16-byte aligned address.
 EK_FN void load16(const float* p, float* v) {
 #if defined(__CUDACC__)

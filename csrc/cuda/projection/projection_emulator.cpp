@@ -6,66 +6,56 @@
 
 namespace embkern::cuda::emu {
 
-namespace {
-
-// The host executor plus wait() (every emulated launch has finished when it returns).
-struct ProjHostExec : HostExec {
-    using HostExec::HostExec;
-    void wait() {}
-};
-
-}  // namespace
-
 void csr_dense_f32(const float* x, int64_t n, int64_t d, const int64_t* indptr, const int32_t* indices,
                    const float* values, int64_t nnz, int64_t k, float* out, bool validate,
                    const ProjOptions& o, int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_csr_dense(ex, x, n, d, indptr, indices, values, nnz, k, out, validate, o);
 }
 
 void csr_dense_f64(const double* x, int64_t n, int64_t d, const int64_t* indptr, const int32_t* indices,
                    const double* values, int64_t nnz, int64_t k, double* out, bool validate,
                    const ProjOptions& o, int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_csr_dense(ex, x, n, d, indptr, indices, values, nnz, k, out, validate, o);
 }
 
 void csr_sparse_f32(const int64_t* xptr, const int32_t* xind, const float* xval, int64_t n, int64_t xnnz,
                     const int64_t* cptr, const int32_t* cind, const float* cval, int64_t d, int64_t cnnz,
                     int64_t k, float* out, bool validate, const ProjOptions& o, int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_csr_sparse(ex, xptr, xind, xval, n, xnnz, cptr, cind, cval, d, cnnz, k, out, validate, o);
 }
 
 void csr_sparse_f64(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n, int64_t xnnz,
                     const int64_t* cptr, const int32_t* cind, const double* cval, int64_t d, int64_t cnnz,
                     int64_t k, double* out, bool validate, const ProjOptions& o, int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_csr_sparse(ex, xptr, xind, xval, n, xnnz, cptr, cind, cval, d, cnnz, k, out, validate, o);
 }
 
 void srp_sparse_f32(const int64_t* xptr, const int32_t* xind, const float* xval, int64_t n, int64_t xnnz,
                     const SrpSpec& g, float scale, float* out, bool validate, const ProjOptions& o,
                     int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_srp_sparse(ex, xptr, xind, xval, n, xnnz, g, scale, out, validate, o);
 }
 
 void srp_sparse_f64(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n, int64_t xnnz,
                     const SrpSpec& g, double scale, double* out, bool validate, const ProjOptions& o,
                     int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_srp_sparse(ex, xptr, xind, xval, n, xnnz, g, scale, out, validate, o);
 }
 
 void srp_column_counts(const SrpSpec& g, int64_t d, int64_t* indptr, const ProjOptions& o, int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_srp_column_counts(ex, g, d, indptr, o);
 }
 
 void srp_column_fill(const SrpSpec& g, int64_t d, const int64_t* indptr, int32_t* idx, uint8_t* neg,
                      const ProjOptions& o, int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_srp_column_fill(ex, g, d, indptr, idx, neg, o);
 }
 
@@ -73,7 +63,7 @@ void fastrp(const int64_t* indptr, const int32_t* indices, const float* w, int64
             int64_t dim, const double* node_scale, uint64_t seed, const float* iteration_weights,
             int64_t iters, float self_influence, float* out, bool validate, const ProjOptions& o,
             int sm_count) {
-    ProjHostExec ex(sm_count);
+    HostExec ex(sm_count);
     proj::run_fastrp(ex, indptr, indices, w, n, nnz, dim, node_scale, seed, iteration_weights, iters,
                      self_influence, out, validate, o);
 }
