@@ -690,3 +690,20 @@ def test_gpu_torch_in_torch_out_on_a_side_stream():
     bad[3, 3] = float("nan")
     with pytest.raises(ValueError, match="x contains NaN or inf"):
         pq.encode(bad)
+
+
+def test_device_helpers_follow_the_framework():
+    # The helpers embkern.pq uses for device arrays, run on CPU torch tensors (same code paths).
+    torch = pytest.importorskip("torch")
+    t = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+    rows = ekpq._take_rows(t, np.array([3, 1]))
+    assert isinstance(rows, torch.Tensor) and rows.tolist() == [[9, 10, 11], [3, 4, 5]]
+    up = cpq.to_device_like(np.ones((2, 2), np.float32), t)
+    assert isinstance(up, torch.Tensor) and up.device == t.device and up.dtype == torch.float32
+    same(cpq.to_host(t), t.numpy(), "to_host")
+    ekpq._device_finite(t, "x")
+    t[1, 1] = float("inf")
+    with pytest.raises(ValueError, match="queries contains NaN or inf"):
+        ekpq._device_finite(t, "queries")
+    ekpq._device_finite(torch.zeros(3, dtype=torch.uint8), "codes")  # integers: nothing to check
+    assert ekpq._framework_array(t) is t
