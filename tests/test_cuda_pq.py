@@ -273,7 +273,7 @@ def test_emulated_distance_tables(dim, m, nbits):
 
 
 @needs_emu
-@pytest.mark.parametrize("m,nbits", [(8, 8), (5, 8), (4, 4), (7, 4), (16, 4), (3, 4)])
+@pytest.mark.parametrize("m,nbits", [(8, 8), (5, 8), (16, 8), (4, 4), (7, 4), (31, 4), (3, 4)])
 def test_emulated_adc_distances(m, nbits):
     rng = np.random.default_rng(m * 10 + nbits)
     lut = rng.standard_normal((6, m, 1 << nbits)).astype(np.float32)
@@ -281,7 +281,8 @@ def test_emulated_adc_distances(m, nbits):
     lut[1, :, :3] = -0.0
     codes = random_codes(rng, 77, m, nbits)
     want = _cpu.adc_distances(lut, codes)
-    same(E._emulate_adc_distances(lut, codes, threads=32, sm_count=2), want, "adc")  # 32-bit loads when cs % 4 == 0
+    same(E._emulate_adc_distances(lut, codes, threads=32, sm_count=2), want, "adc")  # 16-/4-byte loads if cs allows
+    same(E._emulate_adc_distances(lut, misaligned(codes, 4), threads=32, sm_count=1), want, "adc 4-byte aligned")
     same(E._emulate_adc_distances(lut, misaligned(codes, 1), threads=32, sm_count=1, queries_per_block=3), want,
          "adc bytes")
     same(E._emulate_adc_distances(lut, codes, threads=64, smem=0, queries_per_block=2), want, "adc global tables")
@@ -290,7 +291,7 @@ def test_emulated_adc_distances(m, nbits):
 
 
 @needs_emu
-@pytest.mark.parametrize("m,nbits,largest", [(4, 8, False), (7, 4, True), (8, 4, False)])
+@pytest.mark.parametrize("m,nbits,largest", [(4, 8, False), (7, 4, True), (32, 4, False)])
 def test_emulated_adc_topk_paths(m, nbits, largest):
     rng = np.random.default_rng(m + 100 * largest)
     lut = rng.integers(-3, 4, (3, m, 1 << nbits)).astype(np.float32)  # small integers: many equal sums

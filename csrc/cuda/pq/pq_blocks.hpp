@@ -27,9 +27,9 @@
 //
 // adc_distances. A work item is (tile of codes, group of <= 4 queries): the group's tables are
 // staged in shared memory (in global memory when too large), each thread sums the m entries of its
-// code for every query of the group (one read of the code, 32-bit loads when rows allow), in order
-// s = 0..m-1 from +0, so the distances equal the CPU's. Consecutive blocks take the same code tile
-// for different query groups (L2 reuse).
+// code for every query of the group (one read of the code; 16- or 4-byte loads when the rows
+// allow), in order s = 0..m-1 from +0, so the distances equal the CPU's. Consecutive blocks take
+// the same code tile for different query groups (L2 reuse).
 //
 // adc_topk / fastscan_topk / rerank. Candidates are keys (pq_select.hpp) made by a per-query
 // policy: ADC sums the query's table (staged per block) in the CPU's order (negated entries for
@@ -118,6 +118,24 @@ EK_FN uint32_t load_u32(const uint8_t* p) {  // p is 4-byte aligned
     return v;
 #endif
 }
+
+struct U32x4 {
+    uint32_t w[4];
+};
+
+EK_FN U32x4 load_u32x4(const uint8_t* p) {  // p is 16-byte aligned
+#if defined(__CUDACC__)
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    return U32x4{{v.x, v.y, v.z, v.w}};
+#else
+    U32x4 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+#endif
+}
+
+// Widest load every code row allows: 16 bytes, 4 bytes, or single bytes.
+enum RowLoad : int { kRowBytes = 1, kRowWords = 4, kRowVec16 = 16 };
 
 // Code of sub-quantizer s in a flat code row.
 EK_FN int code_at(const uint8_t* row, int64_t s, int nbits) {
@@ -399,9 +417,9 @@ constexpr int kAdcMaxQg = 4;
 
 // Sums of the m table entries a code row selects, for nq (<= kAdcMaxQg) tables L + q * lstride,
 // in order s = 0..m-1 from +0 (the CPU's order). flip = 0x80000000 adds negated entries.
-// words: the row is 4-byte aligned and cs % 4 == 0 (32-bit loads).
+// load: RowLoad the row allows (its alignment and cs).
 template <int NBITS>
-EK_FN void adc_sums(const uint8_t* row, int64_t m, const float* L, int64_t lstride, int nq, bool words,
+EK_FN void adc_sums(const uint8_t* row, int64_t m, const float* L, int64_t lstride, int nq, int load,
                     uint32_t flip, float* acc) {
     constexpr int ksub = 1 << NBITS;
     constexpr int per_word = 32 / NBITS;
@@ -413,13 +431,19 @@ EK_FN void adc_sums(const uint8_t* row, int64_t m, const float* L, int64_t lstri
         for (int q = 0; q < kAdcMaxQg; ++q)
             if (q < nq) acc[q] = add_rn(acc[q], bits_float(float_bits(e[q * lstride]) ^ flip));
     };
-    if (words) {
-        for (int64_t s0 = 0; s0 < m; s0 += per_word) {
-            const uint32_t v = load_u32(row + s0 * NBITS / 8);
+    auto word = [&](uint32_t v, int64_t s0) {
+        EK_UNROLL
+        for (int e = 0; e < per_word; ++e)
+            if (s0 + e < m) add(s0 + e, int((v >> (e * NBITS)) & (ksub - 1)));
+    };
+    if (load == kRowVec16) {
+        for (int64_t s0 = 0; s0 < m; s0 += 4 * per_word) {
+            const U32x4 v = load_u32x4(row + s0 * NBITS / 8);
             EK_UNROLL
-            for (int e = 0; e < per_word; ++e)
-                if (s0 + e < m) add(s0 + e, int((v >> (e * NBITS)) & (ksub - 1)));
+            for (int w = 0; w < 4; ++w) word(v.w[w], s0 + w * per_word);
         }
+    } else if (load == kRowWords) {
+        for (int64_t s0 = 0; s0 < m; s0 += per_word) word(load_u32(row + s0 * NBITS / 8), s0);
     } else {
         for (int64_t s = 0; s < m; ++s) add(s, code_at(row, s, NBITS));
     }
@@ -431,7 +455,7 @@ struct AdcParams {
     const uint8_t* codes;
     int64_t n, m, cs;
     int nbits;
-    int words, staged, qg;
+    int load, staged, qg;
     int64_t tile, tiles, groups;
     float* out;
 };
@@ -456,7 +480,7 @@ EK_FN void adc_distances_body(Ctx& ctx, unsigned char* smem, const AdcParams& p)
         const int64_t end = std::min(p.n, (tile + 1) * p.tile);
         for (int64_t j = tile * p.tile + tid; j < end; j += nt) {
             float acc[kAdcMaxQg];
-            adc_sums<NBITS>(p.codes + j * p.cs, p.m, L, lsize, nqg, p.words != 0, 0u, acc);
+            adc_sums<NBITS>(p.codes + j * p.cs, p.m, L, lsize, nqg, p.load, 0u, acc);
             EK_UNROLL
             for (int q = 0; q < kAdcMaxQg; ++q)
                 if (q < nqg) p.out[(q0 + q) * p.n + j] = acc[q];
@@ -483,7 +507,7 @@ struct AdcPolicy {
     const float* lut;  // nq x m x ksub
     const uint8_t* codes;
     int64_t m, cs;
-    int nbits, words, staged;
+    int nbits, load, staged;
     uint32_t flip;     // largest: sums of negated entries
 
     size_t smem_bytes() const { return staged ? size_t(m << nbits) * sizeof(float) : 0; }
@@ -499,15 +523,15 @@ struct AdcPolicy {
         const uint8_t* codes;
         const float* L;
         int64_t m, cs;
-        int nbits, words;
+        int nbits, load;
         uint32_t flip;
         EK_FN bool get(int64_t j, uint64_t& key) const {
             float acc[kAdcMaxQg];
             const uint8_t* row = codes + j * cs;
             if (nbits == 8)
-                adc_sums<8>(row, m, L, 0, 1, words != 0, flip, acc);
+                adc_sums<8>(row, m, L, 0, 1, load, flip, acc);
             else
-                adc_sums<4>(row, m, L, 0, 1, words != 0, flip, acc);
+                adc_sums<4>(row, m, L, 0, 1, load, flip, acc);
             if (!(acc[0] < inf_f())) return false;  // +inf and NaN never enter the CPU's heaps
             key = make_key(float_order(acc[0]), j);
             return true;
@@ -515,7 +539,7 @@ struct AdcPolicy {
     };
     EK_FN Getter getter(const unsigned char* sm, int64_t q) const {
         return Getter{codes, staged ? reinterpret_cast<const float*>(sm) : lut + q * (m << nbits), m, cs, nbits,
-                      words, flip};
+                      load, flip};
     }
 };
 
@@ -1142,7 +1166,11 @@ inline void run_adc_checks(int64_t nq, int64_t n, int64_t m, int nbits) {
     require_arg(m >= 1, "m must be >= 1");
 }
 
-inline bool rows_aligned(const uint8_t* codes, int64_t cs) { return cs % 4 == 0 && aligned_to(codes, 4); }
+inline int row_load(const uint8_t* codes, int64_t cs) {
+    if (cs % 16 == 0 && aligned_to(codes, 16)) return kRowVec16;
+    if (cs % 4 == 0 && aligned_to(codes, 4)) return kRowWords;
+    return kRowBytes;
+}
 
 template <class Exec>
 void run_adc_distances(Exec& ex, const float* lut, int64_t nq, const uint8_t* codes, int64_t n, int64_t m,
@@ -1160,7 +1188,7 @@ void run_adc_distances(Exec& ex, const float* lut, int64_t nq, const uint8_t* co
     p.m = m;
     p.cs = code_size(m, nbits);
     p.nbits = nbits;
-    p.words = rows_aligned(codes, p.cs) ? 1 : 0;
+    p.load = row_load(codes, p.cs);
     p.staged = l.smem == 0 ? 0 : (l.smem == 1 ? 1 : (lbytes <= budget ? 1 : 0));
     int qg = l.queries_per_block > 0 ? std::min(l.queries_per_block, kAdcMaxQg) : kAdcMaxQg;
     if (p.staged) qg = int(std::max<int64_t>(1, std::min<int64_t>(qg, int64_t(budget / lbytes))));
@@ -1235,7 +1263,8 @@ void run_select(Exec& ex, const Pol& pol, int64_t nq, int64_t len, int64_t k, ui
         return;
     }
 
-    const int run = l.run > 0 ? l.run : 2048;
+    // runs of 2048 keys (16 KB), or fewer when there are fewer items (rerank candidate lists)
+    const int run = l.run > 0 ? l.run : int(std::min<int64_t>(2048, std::max<int64_t>(2 * threads, pow2_at_least64(len))));
     require_arg(run >= 2 * threads && run <= 8192 && (run & (run - 1)) == 0,
                 "run must be a power of two in [2 * threads, 8192]");
     const size_t rsmem = align16(size_t(run) * sizeof(uint64_t)) + psm;
@@ -1301,7 +1330,7 @@ void run_adc_topk(Exec& ex, const float* lut, int64_t nq, const uint8_t* codes, 
     pol.m = m;
     pol.cs = code_size(m, nbits);
     pol.nbits = nbits;
-    pol.words = rows_aligned(codes, pol.cs) ? 1 : 0;
+    pol.load = row_load(codes, pol.cs);
     pol.flip = largest ? 0x80000000u : 0u;
     const size_t lbytes = size_t(m << nbits) * sizeof(float);
     // the table next to a filter buffer of up to 32 KB (or a sort run)
