@@ -708,3 +708,260 @@ def test_device_helpers_follow_the_framework():
         ekpq._device_finite(t, "queries")
     ekpq._device_finite(torch.zeros(3, dtype=torch.uint8), "codes")  # integers: nothing to check
     assert ekpq._framework_array(t) is t
+
+
+# ==== the whole device path on a fake runtime (no GPU needed) ===================================
+# "Device" memory is host memory: embkern._cuda is replaced by a fake whose DeviceBuffer is a numpy
+# buffer and whose pq entry points first call the real binding with the very same arguments (its
+# pybind11 signature, launch options and host-side checks; without a driver it then stops at the
+# first CUDA call) and then compute the result with the CPU backend on the host pointers. So the
+# wrappers' argument plumbing, outputs in the caller's framework and embkern.pq's routing of device
+# arrays (uploads of host parameters, fit's sampling) are exercised end to end.
+
+import ctypes  # noqa: E402
+
+_NARGS = dict(encode=7, decode=7, distance_tables=8, adc_distances=7, adc_topk=10, pack_fastscan=4,
+              unpack_fastscan=4, fastscan_topk=9, fastscan_rerank=11, train=8)
+
+
+def _at(ptr, shape, dtype):
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    raw = (ctypes.c_char * nbytes).from_address(ptr)
+    return np.frombuffer(raw, np.uint8, count=nbytes).view(dtype).reshape(shape)
+
+
+class _FakeBuffer:
+    def __init__(self, nbytes, device=-1):
+        self._raw = np.zeros(int(nbytes) + 256, np.uint8)
+        self._off = (-self._raw.ctypes.data) % 256
+        self.nbytes, self.device = int(nbytes), 0
+
+    @property
+    def ptr(self):
+        return self._raw.ctypes.data + self._off
+
+    def copy_from_host(self, arr, stream=0):
+        b = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        self._raw[self._off:self._off + b.size] = b
+
+    def copy_to_host(self, arr, stream=0):
+        b = arr.reshape(-1).view(np.uint8)
+        b[...] = self._raw[self._off:self._off + b.size]
+
+
+class _FakePq:
+    calls: dict = {}
+
+    @classmethod
+    def _args(cls, name, args, kwargs):
+        cls.calls[name] = cls.calls.get(name, 0) + 1
+        try:
+            getattr(_cuda.pq, name)(*args, **kwargs)
+        except RuntimeError as e:  # the real launcher got past its checks to the first CUDA call
+            assert "CUDA error" in str(e), e
+        return args[:_NARGS[name]]
+
+    @classmethod
+    def encode(cls, *a, **kw):
+        x, n, dim, c, m, nbits, out = cls._args("encode", a, kw)
+        cent = _at(c, (m, 1 << nbits, dim // m), np.float32).copy()
+        _at(out, (n, (m * nbits + 7) // 8), np.uint8)[...] = _cpu.encode(_at(x, (n, dim), np.float32).copy(), cent,
+                                                                          nbits)
+
+    @classmethod
+    def decode(cls, *a, **kw):
+        codes, n, c, dim, m, nbits, out = cls._args("decode", a, kw)
+        cent = _at(c, (m, 1 << nbits, dim // m), np.float32).copy()
+        _at(out, (n, dim), np.float32)[...] = _cpu.decode(_at(codes, (n, (m * nbits + 7) // 8), np.uint8).copy(),
+                                                          cent, nbits)
+
+    @classmethod
+    def distance_tables(cls, *a, **kw):
+        x, n, dim, c, m, nbits, ip, out = cls._args("distance_tables", a, kw)
+        cent = _at(c, (m, 1 << nbits, dim // m), np.float32).copy()
+        _at(out, (n, m, 1 << nbits), np.float32)[...] = _cpu.distance_tables(_at(x, (n, dim), np.float32).copy(),
+                                                                             cent, nbits, ip)
+
+    @classmethod
+    def adc_distances(cls, *a, **kw):
+        lut, nq, codes, n, m, nbits, out = cls._args("adc_distances", a, kw)
+        _at(out, (nq, n), np.float32)[...] = _cpu.adc_distances(
+            _at(lut, (nq, m, 1 << nbits), np.float32).copy(), _at(codes, (n, (m * nbits + 7) // 8), np.uint8).copy())
+
+    @classmethod
+    def adc_topk(cls, *a, **kw):
+        lut, nq, codes, n, m, nbits, k, largest, od, oi = cls._args("adc_topk", a, kw)
+        if nq:
+            d, i = _cpu.adc_topk(_at(lut, (nq, m, 1 << nbits), np.float32).copy(),
+                                 _at(codes, (n, (m * nbits + 7) // 8), np.uint8).copy(), k, largest)
+            _at(od, (nq, k), np.float32)[...] = d
+            _at(oi, (nq, k), np.int64)[...] = i
+
+    @classmethod
+    def pack_fastscan(cls, *a, **kw):
+        codes, n, m, out = cls._args("pack_fastscan", a, kw)
+        if n:
+            packed = _cpu.pack_fastscan(_at(codes, (n, (m + 1) // 2), np.uint8).copy(), m)
+            _at(out, packed.shape, np.uint8)[...] = packed
+
+    @classmethod
+    def unpack_fastscan(cls, *a, **kw):
+        packed, n, m, out = cls._args("unpack_fastscan", a, kw)
+        if n:
+            _at(out, (n, (m + 1) // 2), np.uint8)[...] = _cpu.unpack_fastscan(
+                _at(packed, (cpq.fastscan_bytes(n, m),), np.uint8).copy(), n, m)
+
+    @classmethod
+    def fastscan_topk(cls, *a, **kw):
+        lut, nq, packed, n, m, k, largest, od, oi = cls._args("fastscan_topk", a, kw)
+        if nq:
+            d, i = _cpu.fastscan_topk(_at(lut, (nq, m, 16), np.float32).copy(),
+                                      _at(packed, (cpq.fastscan_bytes(n, m),), np.uint8).copy(), n, m, k, largest)
+            _at(od, (nq, k), np.float32)[...] = d
+            _at(oi, (nq, k), np.int64)[...] = i
+
+    @classmethod
+    def fastscan_rerank(cls, *a, **kw):  # the CPU has no such kernel: the emulated one
+        lut, nq, packed, n, m, cand, r, k, largest, od, oi = cls._args("fastscan_rerank", a, kw)
+        if nq:
+            d, i = _cuda.pq._emulate_fastscan_rerank(
+                _at(lut, (nq, m, 16), np.float32).copy(), _at(packed, (cpq.fastscan_bytes(n, m),), np.uint8).copy(),
+                n, m, _at(cand, (nq, r), np.int64).copy(), k, largest, threads=32, run=64)
+            _at(od, (nq, k), np.float32)[...] = d
+            _at(oi, (nq, k), np.int64)[...] = i
+
+    @classmethod
+    def train(cls, *a, **kw):
+        x, n, dim, m, nbits, iterations, init, out = cls._args("train", a, kw)
+        start = _at(init, (m, 1 << nbits, dim // m), np.float32).copy()
+        _at(out, start.shape, np.float32)[...] = _cpu.train(_at(x, (n, dim), np.float32).copy(), start, nbits,
+                                                            iterations)
+
+
+class _FakeCuda:
+    DeviceBuffer = _FakeBuffer
+    pq = _FakePq
+
+    @staticmethod
+    def get_device():
+        return 0
+
+    @staticmethod
+    def pointer_device(ptr):
+        return 0
+
+    @staticmethod
+    def stream_wait(*args, **kwargs):
+        pass
+
+
+class _HostCAI:
+    """A __cuda_array_interface__ over host memory (for the fake runtime only)."""
+
+    def __init__(self, arr):
+        self.arr = np.ascontiguousarray(arr)
+        self.shape, self.dtype = self.arr.shape, self.arr.dtype
+        self.__cuda_array_interface__ = dict(shape=self.arr.shape, typestr=self.arr.dtype.str, strides=None,
+                                             data=(self.arr.ctypes.data if self.arr.size else 0, False), version=3)
+
+
+def _host(a):
+    return a.get() if isinstance(a, cb.CudaArray) else np.asarray(a)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(cb, "_state", (_FakeCuda, 1, "fake device (host memory)"))
+    monkeypatch.setattr(cpq, "to_device_like", lambda arr, like: _HostCAI(np.asarray(arr)))
+    monkeypatch.setattr(cpq, "to_host", lambda a: a.arr if isinstance(a, _HostCAI) else _host(a))
+    monkeypatch.setattr(ekpq, "_framework_array", lambda x: x)
+    monkeypatch.setattr(ekpq, "_take_rows", lambda x, rows: _HostCAI(x.arr[rows]))
+    _FakePq.calls = {}
+    yield _FakePq.calls
+
+
+@needs_emu
+@no_gpu_only
+def test_fake_runtime_wrappers(fake_gpu):
+    rng = np.random.default_rng(31)
+    for dim, m, nbits in ((24, 4, 8), (30, 5, 4)):
+        cent = centroids(rng, m, nbits, dim // m)
+        x = rng.standard_normal((70, dim)).astype(np.float32)
+        codes = _cpu.encode(x, cent, nbits)
+        lut = _cpu.distance_tables(x[:6], cent, nbits, True)
+        for wrap in (lambda a: a, _HostCAI):  # host arrays (numpy out) and device arrays (CudaArray out)
+            got = cpq.encode(wrap(x), wrap(cent), nbits, threads=64, smem=0)
+            assert isinstance(got, np.ndarray if wrap is not _HostCAI else cb.CudaArray)
+            same(_host(got), codes, "encode")
+            same(_host(cpq.decode(wrap(codes), wrap(cent), nbits)), _cpu.decode(codes, cent, nbits), "decode")
+            same(_host(cpq.distance_tables(wrap(x), wrap(cent), nbits, False, queries_per_block=2)),
+                 _cpu.distance_tables(x, cent, nbits, False), "tables")
+            same(_host(cpq.adc_distances(wrap(lut), wrap(codes))), _cpu.adc_distances(lut, codes), "adc")
+            for k, launch in ((3, {}), (70, {"path": 2, "run": 512, "batch_bytes": 1}), (5, {"partitions": 4})):
+                d, i = cpq.adc_topk(wrap(lut), wrap(codes), k, True, **launch)
+                same_pair((_host(d), _host(i)), _cpu.adc_topk(lut, codes, k, True), f"adc_topk {launch}")
+            init = np.stack([x[rng.choice(70, 1 << nbits, replace=nbits == 8), s * (dim // m):(s + 1) * (dim // m)]
+                             for s in range(m)])
+            same(_host(cpq.train(wrap(x), wrap(init), nbits, 2, train_part=33)), _cpu.train(x, init, nbits, 2),
+                 "train")
+            if nbits == 4:
+                packed = _cpu.pack_fastscan(codes, m)
+                same(_host(cpq.pack_fastscan(wrap(codes), m)), packed, "pack")
+                same(_host(cpq.unpack_fastscan(wrap(packed), 70, m)), codes, "unpack")
+                d, i = cpq.fastscan_topk(wrap(lut), wrap(packed), 70, m, 8, False, path=1, items_per_thread=2)
+                same_pair((_host(d), _host(i)), _cpu.fastscan_topk(lut, packed, 70, m, 8, False), "fast scan")
+                _, cand = _cpu.fastscan_topk(lut, packed, 70, m, 20, False)
+                d, i = cpq.fastscan_rerank(wrap(lut), wrap(packed), 70, m, wrap(cand), 4, False)
+                same_pair((_host(d), _host(i)), _cuda.pq._emulate_fastscan_rerank(lut, packed, 70, m, cand, 4, False,
+                                                                                   threads=32, run=64), "rerank")
+    assert set(fake_gpu) == set(_NARGS)
+
+
+@needs_emu
+@no_gpu_only
+@pytest.mark.parametrize("metric,nbits", [("l2", 4), ("ip", 4), ("l2", 8)])
+def test_fake_runtime_public_routing(fake_gpu, metric, nbits):
+    rng = np.random.default_rng(2 + nbits)
+    dim, m = 20, 5
+    x = rng.standard_normal((1100, dim)).astype(np.float32)
+    q = rng.standard_normal((6, dim)).astype(np.float32)
+    a = ekpq.ProductQuantizer(dim, m, nbits, metric=metric).fit(_HostCAI(x), iterations=2, seed=4, max_samples=900)
+    b = ekpq.ProductQuantizer(dim, m, nbits, metric=metric).fit(x, iterations=2, seed=4, max_samples=900,
+                                                                backend="cpu")
+    same(a.centroids, b.centroids, "fit: same sample, initial centroids and iterations")
+    pq = b
+    codes = pq.encode(_HostCAI(x))
+    assert isinstance(codes, cb.CudaArray)
+    want = pq.encode(x, backend="cpu")
+    same(_host(codes), want, "encode")
+    same(_host(pq.decode(_HostCAI(want))), pq.decode(want, backend="cpu"), "decode")
+    same(_host(pq.lookup_table(_HostCAI(q))), pq.lookup_table(q, backend="cpu"), "lookup_table")
+    ref = pq.search(q, want, 9, backend="cpu")
+    for qq, cc in ((_HostCAI(q), _HostCAI(want)), (q, _HostCAI(want)), (_HostCAI(q), want)):
+        d, i = pq.search(qq, cc, 9)  # host parameters are uploaded next to the device ones
+        same_pair((_host(d), _host(i)), ref, "search")
+    lut = pq.lookup_table(q, backend="cpu")
+    d, i = ekpq.adc_topk(_HostCAI(lut), want, 5, largest=True)
+    same_pair((_host(d), _host(i)), ekpq.adc_topk(lut, want, 5, largest=True, backend="cpu"), "adc_topk")
+    same(_host(ekpq.adc_distances(lut, _HostCAI(want))), ekpq.adc_distances(lut, want, backend="cpu"), "adc")
+    if nbits == 4:
+        packed = pq.pack_fastscan(_HostCAI(want))
+        cpacked = pq.pack_fastscan(want, backend="cpu")
+        same(_host(packed.packed), cpacked.packed, "pack_fastscan")
+        for rerank in (0, 40):
+            ref = pq.search(q, cpacked, 6, rerank=rerank, backend="cpu")
+            for qq, pk in ((_HostCAI(q), packed), (q, packed), (_HostCAI(q), cpacked)):
+                d, i = pq.search(qq, pk, 6, rerank=rerank)
+                same_pair((_host(d), _host(i)), ref, f"fast scan rerank={rerank}")
+            same_pair(pq.search(q, cpacked, 6, rerank=rerank, backend="cuda"), ref, "numpy, backend='cuda'")
+        with pytest.raises(ValueError, match="rerank must be 0 or > k"):
+            pq.search(_HostCAI(q), packed, 6, rerank=3)
+    with pytest.raises(ValueError, match="rerank applies to fast-scan codes"):
+        pq.search(_HostCAI(q), _HostCAI(want), 3, rerank=9)
+    with pytest.raises(ValueError, match="x must have 20 columns"):
+        pq.fit(_HostCAI(x[:, :10]))
+    with pytest.raises(TypeError, match="x must be float32, got float64"):
+        pq.encode(_HostCAI(x.astype(np.float64)))
