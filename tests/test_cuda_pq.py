@@ -631,6 +631,13 @@ def test_gpu_public_api_numpy_with_backend_cuda(metric):
               ekpq.adc_topk(lut, codes, 7, largest=True, backend="cpu"), "adc_topk")
 
 
+def _poison_pool(alloc, sizes=(1 << 10, 1 << 14, 1 << 18, 1 << 22, 1 << 26)):
+    """Fill fresh framework allocations with 0xFF and free them: the caching allocator hands the
+    same (now poisoned) memory to the outputs the next calls make."""
+    blocks = [alloc(n) for n in sizes for _ in range(3)]
+    del blocks
+
+
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_cupy_in_cupy_out():
@@ -638,6 +645,7 @@ def test_gpu_cupy_in_cupy_out():
     rng = np.random.default_rng(6)
     pq, x, q = _pq_and_data(rng, dim=64, m=8, nbits=8)
     dx, dq = cupy.asarray(x), cupy.asarray(q)
+    _poison_pool(lambda n: cupy.full(n, 0xFF, cupy.uint8))
     codes = pq.encode(dx)
     assert isinstance(codes, cupy.ndarray)
     want_codes = pq.encode(x, backend="cpu")
@@ -666,6 +674,7 @@ def test_gpu_torch_in_torch_out_on_a_side_stream():
     pq, x, q = _pq_and_data(rng, dim=34, m=17, nbits=4, metric="ip")
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
+        _poison_pool(lambda n: torch.full((n,), 0xFF, dtype=torch.uint8, device="cuda"))
         tx, tq = torch.from_numpy(x).cuda(), torch.from_numpy(q).cuda()
         codes = pq.encode(tx)
         packed = pq.pack_fastscan(codes)
