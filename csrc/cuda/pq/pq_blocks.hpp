@@ -46,6 +46,12 @@
 // (partition histograms, prefix sums, in-chunk ranks), and one thread per centroid coordinate
 // summing its cluster's points in ascending point order in double, as the CPU does; empty
 // clusters are split from the largest one in the CPU's order.
+//
+// Limits (checked on the host): top-k over fewer than 2^32 - 1 codes (ids ride in 32 bits of a
+// key), train on fewer than 2^31 points, fast scan with m <= 256 (16-bit sums, as the CPU). Not
+// done: top-k blocks serving several queries per code load (one query per block; the batched scan
+// is LUT-lookup bound, gpu.md §2), fp16 / uint8 tables for the exact ADC (they would change the
+// distances), staging code rows through shared memory (rows are read per thread through L1).
 #pragma once
 #include <algorithm>
 #include <cmath>
