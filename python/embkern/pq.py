@@ -50,10 +50,80 @@ def _check_codes(codes: Any, m: int, nbits: int, name: str = "codes") -> np.ndar
     return arr
 
 
+# ---- CUDA device arrays (CuPy, torch, __cuda_array_interface__) ---------------------------------
+# Device inputs go straight to embkern._cuda_ops.pq (results in the caller's framework); host
+# parameters next to them (centroids, tables, codes) are checked as on the CPU path and copied to
+# the same device. numpy inputs with backend="cuda" take the normal path below.
+
+
+def _is_dev(*arrays: Any) -> bool:
+    return any(a is not None and _d._is_device_array(a) for a in arrays)
+
+
+def _cuda_ops():
+    return _d.backend_module("pq", "cuda")
+
+
+def _on_device(arr: Any, like: Any, check):
+    """arr itself when it is a device array, else check(arr) copied next to `like`."""
+    if _d._is_device_array(arr):
+        return arr
+    return _cuda_ops().to_device_like(check(arr), like)
+
+
+def _device_finite(x: Any, name: str) -> None:
+    """ValueError for NaN/inf in a CuPy or torch float array (others cannot be read here)."""
+    mod = type(x).__module__ or ""
+    if mod.startswith("torch"):
+        import torch
+
+        ok = not x.is_floating_point() or bool(torch.isfinite(x.detach()).all())
+    elif mod.startswith("cupy"):
+        import cupy
+
+        ok = x.dtype.kind != "f" or bool(cupy.isfinite(x).all())
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _framework_array(x: Any):
+    """A CuPy array or torch tensor viewing device array x (indexable with framework indices)."""
+    mod = type(x).__module__ or ""
+    if mod.startswith("torch") or mod.startswith("cupy"):
+        return x
+    try:
+        import cupy
+
+        return cupy.asarray(x)
+    except ImportError:
+        import torch
+
+        return torch.as_tensor(x, device="cuda")
+
+
+def _take_rows(x: Any, rows: np.ndarray):
+    """x[rows] for a CuPy array or torch tensor, rows a host int array."""
+    mod = type(x).__module__ or ""
+    if mod.startswith("torch"):
+        import torch
+
+        return x[torch.as_tensor(rows, device=x.device)]
+    import cupy
+
+    return x[cupy.asarray(rows)]
+
+
 def adc_distances(lut: Any, codes: Any, *, backend: Optional[str] = None) -> np.ndarray:
     """Distances of every code to every query from precomputed tables: ``out[q, j] = sum_i
     lut[q, i, codes[j, i]]``. ``lut`` is float32 (nq, m, 16 or 256) (the last axis fixes 4- or
     8-bit codes); ``codes`` uint8 (n, ceil(m * nbits / 8)). Returns float32 (nq, n)."""
+    if _d.choose_backend(backend, lut, codes) == "cuda" and _is_dev(lut, codes):
+        like = lut if _is_dev(lut) else codes
+        _device_finite(lut, "lut")
+        t = _on_device(lut, like, _as_lut)
+        return _cuda_ops().adc_distances(t, _on_device(codes, like, lambda c: _d.as_codes(c, "codes")[0]))
     t = _as_lut(lut)
     nbits = 4 if t.shape[2] == 16 else 8
     c = _check_codes(codes, t.shape[1], nbits)
@@ -64,6 +134,13 @@ def adc_topk(lut: Any, codes: Any, k: int, *, largest: bool = False,
              backend: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The k smallest (``largest=True``: largest) ``adc_distances`` per query without the full
     matrix: ``(float32 (nq, k), int64 (nq, k))``, best first, ties by smaller index."""
+    if _d.choose_backend(backend, lut, codes) == "cuda" and _is_dev(lut, codes):
+        like = lut if _is_dev(lut) else codes
+        _device_finite(lut, "lut")
+        t = _on_device(lut, like, _as_lut)
+        c = _on_device(codes, like, lambda a: _d.as_codes(a, "codes")[0])
+        k = _d.check_k(k, int(c.shape[0]))
+        return _cuda_ops().adc_topk(t, c, k, bool(largest))
     t = _as_lut(lut)
     nbits = 4 if t.shape[2] == 16 else 8
     c = _check_codes(codes, t.shape[1], nbits)
@@ -159,6 +236,8 @@ class ProductQuantizer:
         At most ``max_samples`` vectors are used (default ``256 * 2**nbits``, as faiss), drawn with
         ``seed``. Training data must be finite and hold at least ``2**nbits`` vectors.
         """
+        if _d.choose_backend(backend, x) == "cuda" and _is_dev(x):
+            return self._fit_device(x, iterations, seed, max_samples)
         arr = self._vectors(x, "x")
         iterations = _d.as_int(iterations, "iterations")
         if iterations < 0:
@@ -179,16 +258,52 @@ class ProductQuantizer:
         self._centroids = np.ascontiguousarray(train(np.ascontiguousarray(arr), init, self.nbits, iterations))
         return self
 
+    def _fit_device(self, x: Any, iterations: Any, seed: Any, max_samples: Any) -> "ProductQuantizer":
+        """fit() for a CUDA array x: the same sample and initial centroids as the CPU path (the
+        same generator draws), Lloyd iterations on the GPU; the centroids come back to the host."""
+        ops = _cuda_ops()
+        iterations = _d.as_int(iterations, "iterations")
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        seed = _d.as_int(seed, "seed")
+        shape = tuple(int(v) for v in x.shape)
+        if len(shape) != 2 or shape[1] != self.dim:
+            raise ValueError(f"x must have {self.dim} columns, got shape {shape}")
+        _device_finite(x, "x")
+        n = shape[0]
+        if n < self.ksub:
+            raise ValueError(f"x must hold at least 2**nbits = {self.ksub} training vectors, got {n}")
+        limit = 256 * self.ksub if max_samples is None else _positive_int(max_samples, "max_samples")
+        rng = np.random.default_rng(seed)
+        arr = _framework_array(x)
+        if n > limit:
+            arr = _take_rows(arr, np.sort(rng.choice(n, size=limit, replace=False)))
+        rows = [rng.choice(int(arr.shape[0]), size=self.ksub, replace=False) for _ in range(self.m)]
+        init = np.empty((self.m, self.ksub, self.dsub), np.float32)
+        for s in range(self.m):
+            sub = ops.to_host(_take_rows(arr, rows[s]))
+            init[s] = sub[:, s * self.dsub:(s + 1) * self.dsub]
+        cent = ops.train(arr, ops.to_device_like(init, arr), self.nbits, iterations)
+        self._centroids = np.ascontiguousarray(ops.to_host(cent), dtype=np.float32)
+        return self
+
     # ---- codes -------------------------------------------------------------------------------
     def encode(self, x: Any, *, backend: Optional[str] = None) -> np.ndarray:
         """uint8 codes (n, ceil(m * nbits / 8)), byte-identical to faiss's ``compute_codes``."""
         cent = self._trained_centroids()
+        if _d.choose_backend(backend, x) == "cuda" and _is_dev(x):
+            _device_finite(x, "x")
+            ops = _cuda_ops()
+            return ops.encode(x, ops.to_device_like(cent, x), self.nbits)
         arr = self._vectors(x, "x")
         return _d.kernel("pq", "encode", backend, x)(arr, cent, self.nbits)
 
     def decode(self, codes: Any, *, backend: Optional[str] = None) -> np.ndarray:
         """float32 (n, dim): each sub-vector replaced by its centroid."""
         cent = self._trained_centroids()
+        if _d.choose_backend(backend, codes) == "cuda" and _is_dev(codes):
+            ops = _cuda_ops()
+            return ops.decode(codes, ops.to_device_like(cent, codes), self.nbits)
         c = _check_codes(codes, self.m, self.nbits)
         return _d.kernel("pq", "decode", backend, codes)(c, cent, self.nbits)
 
@@ -196,6 +311,10 @@ class ProductQuantizer:
         """float32 (nq, m, 2**nbits): squared L2 distance ("l2") or inner product ("ip") of each
         query sub-vector with each centroid."""
         cent = self._trained_centroids()
+        if _d.choose_backend(backend, queries) == "cuda" and _is_dev(queries):
+            _device_finite(queries, "queries")
+            ops = _cuda_ops()
+            return ops.distance_tables(queries, ops.to_device_like(cent, queries), self.nbits, self.metric == "ip")
         q = self._vectors(queries, "queries")
         return _d.kernel("pq", "distance_tables", backend, queries)(q, cent, self.nbits, self.metric == "ip")
 
@@ -209,6 +328,9 @@ class ProductQuantizer:
         the same distances as faiss ``IndexPQFastScan``; ``rerank > k`` re-scores that many best
         fast-scan candidates with the exact float tables and returns exact distances.
         """
+        data = codes.packed if isinstance(codes, FastScanCodes) else codes
+        if _d.choose_backend(backend, queries, data) == "cuda" and _is_dev(queries, data):
+            return self._search_device(queries, codes, k, rerank)
         lut = self.lookup_table(queries, backend=backend)
         largest = self.metric == "ip"
         if isinstance(codes, FastScanCodes):
@@ -217,11 +339,42 @@ class ProductQuantizer:
             raise ValueError("rerank applies to fast-scan codes (pack_fastscan) only")
         return adc_topk(lut, codes, k, largest=largest, backend=backend)
 
+    def _search_device(self, queries: Any, codes: Union[Any, FastScanCodes], k: int, rerank: Any):
+        """search() when the queries or the codes are CUDA arrays (results on that device)."""
+        ops = _cuda_ops()
+        data = codes.packed if isinstance(codes, FastScanCodes) else codes
+        like = queries if _is_dev(queries) else data
+        q = _on_device(queries, like, lambda a: self._vectors(a, "queries"))
+        lut = self.lookup_table(q, backend="cuda")
+        largest = self.metric == "ip"
+        rerank = _d.as_int(rerank, "rerank")
+        if not isinstance(codes, FastScanCodes):
+            if rerank:
+                raise ValueError("rerank applies to fast-scan codes (pack_fastscan) only")
+            c = _on_device(codes, like, lambda a: _check_codes(a, self.m, self.nbits))
+            return ops.adc_topk(lut, c, _d.check_k(k, int(c.shape[0])), largest)
+        if self.nbits != 4:
+            raise ValueError("fast-scan search needs a 4-bit quantizer")
+        if codes.m != self.m:
+            raise ValueError(f"packed codes have m={codes.m}, the quantizer m={self.m}")
+        k = _d.check_k(k, codes.n)
+        if rerank and rerank <= k:
+            raise ValueError(f"rerank must be 0 or > k ({k}), got {rerank}")
+        packed = _on_device(codes.packed, like, lambda a: _d.as_codes(a, "packed", ndim=1)[0])
+        if not rerank:
+            return ops.fastscan_topk(lut, packed, codes.n, self.m, k, largest)
+        r = min(rerank, codes.n)
+        _, cand = ops.fastscan_topk(lut, packed, codes.n, self.m, r, largest)
+        return ops.fastscan_rerank(lut, packed, codes.n, self.m, cand, k, largest)
+
     def pack_fastscan(self, codes: Any, *, backend: Optional[str] = None) -> FastScanCodes:
         """Pack 4-bit codes into faiss's fast-scan block layout (byte-identical to
         ``IndexPQFastScan.codes``)."""
         if self.nbits != 4:
             raise ValueError("pack_fastscan needs 4-bit codes (nbits=4)")
+        if _d.choose_backend(backend, codes) == "cuda" and _is_dev(codes):
+            packed = _cuda_ops().pack_fastscan(codes, self.m)
+            return FastScanCodes(packed=packed, n=int(codes.shape[0]), m=self.m)
         c = _check_codes(codes, self.m, 4)
         packed = _d.kernel("pq", "pack_fastscan", backend, codes)(c, self.m)
         return FastScanCodes(packed=packed, n=c.shape[0], m=self.m)
@@ -241,6 +394,8 @@ class ProductQuantizer:
             return fastscan(lut, packed.packed, packed.n, self.m, k, largest)
         r = min(rerank, packed.n)
         _, cand = fastscan(lut, packed.packed, packed.n, self.m, r, largest)
+        if _d.choose_backend(backend) == "cuda":  # the same re-scoring in one kernel call
+            return _cuda_ops().fastscan_rerank(lut, packed.packed, packed.n, self.m, cand, k, largest)
         codes = _d.kernel("pq", "unpack_fastscan", backend)(packed.packed, packed.n, self.m)
         # exact ADC of each query's r candidates only (never the full nq x n matrix)
         exact = np.empty(cand.shape, np.float32)
