@@ -153,6 +153,13 @@ EK_FN float div_rn(float a, float b) {
     return a / b;
 #endif
 }
+EK_FN double div_rn(double a, double b) {
+#if defined(__CUDACC__)
+    return __ddiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
 EK_FN float sqrt_rn(float a) {
 #if defined(__CUDACC__)
     return __fsqrt_rn(a);

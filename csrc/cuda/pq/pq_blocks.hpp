@@ -84,20 +84,6 @@ EK_FN float sub_rn(float a, float b) {
     return a - b;
 #endif
 }
-EK_FN float div_rn(float a, float b) {
-#if defined(__CUDACC__)
-    return __fdiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
-EK_FN double div_rn(double a, double b) {
-#if defined(__CUDACC__)
-    return __ddiv_rn(a, b);
-#else
-    return a / b;
-#endif
-}
 EK_FN bool finite_f(float a) {
 #if defined(__CUDACC__)
     return isfinite(a);
