@@ -1264,27 +1264,8 @@ EK_FN void mb_scores_body(Ctx& ctx, unsigned char* smem, const MultibitParams& p
 // Top-k keys: one uint64 comparison orders (score descending, index ascending):
 // [~ordered(score) : 32][index : 31][score is -0.0 : 1]. -0.0 ranks as +0.0 (the CPU compares them
 // equal) and comes back as -0.0; NaN ranks after every number. Needs nb < 2^31.
-EK_FN uint32_t f32_bits(float f) {
-#if defined(__CUDACC__)
-    return __float_as_uint(f);
-#else
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-#endif
-}
-EK_FN float f32_from_bits(uint32_t u) {
-#if defined(__CUDACC__)
-    return __uint_as_float(u);
-#else
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-#endif
-}
-
 EK_FN uint64_t mb_key(float score, int64_t j) {
-    uint32_t u = f32_bits(score);
+    uint32_t u = float_bits(score);
     uint32_t neg0 = 0;
     if (u == 0x80000000u) {
         u = 0;
@@ -1299,7 +1280,7 @@ EK_FN float mb_key_score(uint64_t key) {
     const uint32_t asc = ~uint32_t(key >> 32);
     uint32_t u = asc == 0 ? 0x7FC00000u : (asc & 0x80000000u) ? (asc & 0x7FFFFFFFu) : ~asc;
     if (key & 1u) u = 0x80000000u;
-    return f32_from_bits(u);
+    return bits_float(u);
 }
 EK_FN int64_t mb_key_index(uint64_t key) { return int64_t((key & 0xFFFFFFFFull) >> 1); }
 
@@ -1374,7 +1355,7 @@ EK_FN void mb_filter(Ctx& ctx, unsigned char* smem, const MultibitParams& p, con
             keys_out[i] = key;
         } else {
             const bool ok = key != kNoKey;  // always true for a whole database (k <= nb)
-            out_s[i] = ok ? mb_key_score(key) : -f32_from_bits(0x7F800000u);
+            out_s[i] = ok ? mb_key_score(key) : -bits_float(0x7F800000u);
             out_i[i] = ok ? mb_key_index(key) : -1;
         }
     }

@@ -168,16 +168,28 @@ EK_FN float sqrt_rn(float a) {
 #endif
 }
 
-// True unless v is NaN or infinite (a bit test: immune to fast-math folding).
-EK_FN bool finite_bits(float v) {
+// The bits of a float and back.
+EK_FN uint32_t float_bits(float f) {
 #if defined(__CUDACC__)
-    const uint32_t u = __float_as_uint(v);
+    return __float_as_uint(f);
 #else
     uint32_t u;
-    std::memcpy(&u, &v, sizeof u);
+    std::memcpy(&u, &f, sizeof u);
+    return u;
 #endif
-    return (u & 0x7f800000u) != 0x7f800000u;
 }
+EK_FN float bits_float(uint32_t u) {
+#if defined(__CUDACC__)
+    return __uint_as_float(u);
+#else
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+// True unless v is NaN or infinite (a bit test: immune to fast-math folding).
+EK_FN bool finite_bits(float v) { return (float_bits(v) & 0x7f800000u) != 0x7f800000u; }
 
 // ---- host-side helpers of the orchestration --------------------------------------------------
 

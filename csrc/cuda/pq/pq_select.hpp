@@ -39,26 +39,6 @@ EK_FN uint64_t make_key(uint32_t value, int64_t id) { return (uint64_t(value) <<
 EK_FN uint32_t key_value(uint64_t key) { return uint32_t(key >> 32); }
 EK_FN int64_t key_id(uint64_t key) { return int64_t(key & 0xFFFFFFFFull); }
 
-EK_FN uint32_t float_bits(float f) {
-#if defined(__CUDACC__)
-    return __float_as_uint(f);
-#else
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-#endif
-}
-
-EK_FN float bits_float(uint32_t u) {
-#if defined(__CUDACC__)
-    return __uint_as_float(u);
-#else
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-#endif
-}
-
 // Order-preserving map of a (non-NaN) float to uint32: negative values reversed below positives.
 EK_FN uint32_t float_order(float f) {
     const uint32_t u = float_bits(f);
