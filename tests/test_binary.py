@@ -286,3 +286,24 @@ def test_indices_beyond_int32(rng):
     db[n - 3, 0] = 0x01
     dist, idx = binary.hamming_topk(np.zeros((1, 1), np.uint8), db, 2)
     assert idx.tolist() == [[n - 7, n - 3]] and dist.tolist() == [[0, 1]]
+
+
+def test_large_distance_matrices_reuse_released_buffers_safely():
+    """Results of 1 MiB and up may live in buffers that released results left behind; live results
+    never share memory, and release_buffers() leaves live results intact."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (700, 5), dtype=np.uint8)
+    b = rng.integers(0, 256, (600, 5), dtype=np.uint8)
+    ref = embkern.hamming_distance(a, b, backend="numba")
+    first = embkern.hamming_distance(a, b, backend="cpu")  # 1.6 MiB: from the cache
+    second = embkern.hamming_distance(a, b, backend="cpu")
+    assert first.ctypes.data != second.ctypes.data
+    first[:] = -1  # writing one result leaves the other intact
+    np.testing.assert_array_equal(second, ref)
+    del first
+    third = embkern.hamming_distance(b, a, backend="cpu")  # same size: may reuse first's buffer
+    np.testing.assert_array_equal(third, ref.T)
+    np.testing.assert_array_equal(second, ref)
+    embkern.release_buffers()
+    np.testing.assert_array_equal(third, ref.T)
+    np.testing.assert_array_equal(second, ref)

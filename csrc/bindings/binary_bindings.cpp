@@ -1,5 +1,6 @@
 #include "binary/binary.hpp"
 #include "bindings/arrays.hpp"
+#include "bindings/output_pool.hpp"
 
 namespace embkern::bindings {
 
@@ -37,7 +38,7 @@ void register_binary(py::module_& m) {
         require_ndim(a, 2, "a");
         require_ndim(b, 2, "b");
         same_width(a, b);
-        py::array_t<int32_t> out({a.shape(0), b.shape(0)});
+        py::array_t<int32_t> out = output_pool::new_output<int32_t>(a.shape(0), b.shape(0));
         {
             py::gil_scoped_release nogil;
             binary::hamming_distance(a.data(), a.shape(0), b.data(), b.shape(0), a.shape(1),

@@ -7,88 +7,12 @@
 #include <vector>
 
 #include "bindings/arrays.hpp"
+#include "bindings/output_pool.hpp"
 #include "lowrank/lowrank.hpp"
 
 namespace embkern::bindings {
 
 namespace {
-
-// Output buffers. A large result written into fresh memory costs the kernel's page zeroing
-// first (for a 8,192 x 4,096 float32 output about as long as the low-rank product itself), so
-// outputs of at least kPoolMin bytes come from a small cache of buffers that earlier results
-// released: exact-size reuse (a layer called again and again asks for the same shape), at most
-// kPoolMaxBuffers buffers and kPoolMaxBytes held. Every result is still a fresh array that owns
-// its buffer; a buffer returns to the cache only when its array is freed.
-// embkern._core.lowrank.release_buffers() frees the cache.
-constexpr size_t kPoolMin = size_t(1) << 20;
-constexpr size_t kPoolMaxBuffers = 4;
-constexpr size_t kPoolMaxBytes = size_t(1) << 30;
-
-struct Block {
-    void* ptr;
-    size_t bytes;
-};
-
-struct OutputPool {
-    std::mutex mu;
-    std::vector<Block> free;
-    size_t held = 0;
-
-    void* get(size_t bytes) {
-        {
-            std::lock_guard<std::mutex> lock(mu);
-            for (size_t i = 0; i < free.size(); ++i)
-                if (free[i].bytes == bytes) {
-                    void* p = free[i].ptr;
-                    free.erase(free.begin() + static_cast<std::ptrdiff_t>(i));
-                    held -= bytes;
-                    return p;
-                }
-        }
-        void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-        if (!p) throw std::bad_alloc();
-        return p;
-    }
-    void put(void* p, size_t bytes) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (bytes <= kPoolMaxBytes) {
-            while (!free.empty() && (free.size() >= kPoolMaxBuffers || held + bytes > kPoolMaxBytes)) {
-                std::free(free.front().ptr);  // the oldest goes first
-                held -= free.front().bytes;
-                free.erase(free.begin());
-            }
-            free.push_back({p, bytes});
-            held += bytes;
-        } else {
-            std::free(p);
-        }
-    }
-    void clear() {
-        std::lock_guard<std::mutex> lock(mu);
-        for (const Block& b : free) std::free(b.ptr);
-        free.clear();
-        held = 0;
-    }
-};
-
-OutputPool& pool() {
-    static OutputPool* p = new OutputPool();  // never destroyed: arrays may outlive the module
-    return *p;
-}
-
-// A fresh (M, N) result array.
-template <class T>
-py::array_t<T> new_output(int64_t M, int64_t N) {
-    const size_t bytes = static_cast<size_t>(M) * static_cast<size_t>(N) * sizeof(T);
-    if (bytes < kPoolMin) return py::array_t<T>({M, N});
-    Block* blk = new Block{pool().get(bytes), bytes};
-    py::capsule owner(blk, [](void* b) {
-        Block* blk = static_cast<Block*>(b);
-        pool().put(blk->ptr, blk->bytes);
-        delete blk;
-    });
-    return py::array_t<T>({M, N}, static_cast<T*>(blk->ptr), owner);
-}
 
 std::string shape_str(const py::array& a) {
     std::string s = "(";
@@ -172,7 +96,7 @@ template <class T>
 py::array lora(const py::object& xo, const py::object& wo, const py::object& ao,
                const py::object& bo, double scale, const py::object& biaso) {
     const LoraArgs<T> g(xo, wo, ao, bo, biaso);
-    py::array_t<T> y = new_output<T>(g.M, g.N);
+    py::array_t<T> y = output_pool::new_output<T>(g.M, g.N);
     {
         py::gil_scoped_release nogil;
         lowrank::lora_linear<T>(g.x.data(), g.M, g.K, g.w.data(), g.N, g.a.data(), g.r, g.b.data(),
@@ -191,7 +115,7 @@ py::array lora_blas(const py::object& xo, const py::object& wo, const py::object
             "shape too large for a 32-bit BLAS");
     const void* fn = PyCapsule_GetPointer(gemm.ptr(), PyCapsule_GetName(gemm.ptr()));
     if (!fn) throw py::error_already_set();
-    py::array_t<T> y = new_output<T>(g.M, g.N);
+    py::array_t<T> y = output_pool::new_output<T>(g.M, g.N);
     {
         py::gil_scoped_release nogil;
         lowrank::lora_linear_blas<T>(g.x.data(), g.M, g.K, g.w.data(), g.N, g.a.data(), g.r,
@@ -216,7 +140,7 @@ py::array lowrank_fn(const py::object& xo, const py::object& uo, const py::objec
     check_shape(u, {N, r}, "u");
     const T* s = optional<T>(so, r, "s");
     const T* bias = optional<T>(biaso, N, "bias");
-    py::array_t<T> y = new_output<T>(M, N);
+    py::array_t<T> y = output_pool::new_output<T>(M, N);
     {
         py::gil_scoped_release nogil;
         lowrank::lowrank_linear<T>(x.data(), M, K, u.data(), N, v.data(), r, s, bias, y.mutable_data());
@@ -253,7 +177,7 @@ py::array sparse_fn(const py::object& xo, const py::object& bo, const py::object
             require(ix[p] >= 0 && ix[p] < K && (p == ip[i] || ix[p] > ix[p - 1]),
                     "indices must be sorted, unique and in [0, in_features) within each row");
     const T* bias = optional<T>(biaso, N, "bias");
-    py::array_t<T> y = new_output<T>(M, N);
+    py::array_t<T> y = output_pool::new_output<T>(M, N);
     {
         py::gil_scoped_release nogil;
         lowrank::sparse_lowrank_linear<T>(x.data(), M, K, b.data(), N, a.data(), r, ip, ix,
@@ -290,7 +214,7 @@ py::array multi_fn(const py::object& xo, const py::object& wo, const py::object&
                 "adapter_ids must be in [-1, " + std::to_string(nad) + ")");
     const T* s = optional<T>(so, nad, "scales");
     const T* bias = optional<T>(biaso, N, "bias");
-    py::array_t<T> y = new_output<T>(M, N);
+    py::array_t<T> y = output_pool::new_output<T>(M, N);
     {
         py::gil_scoped_release nogil;
         lowrank::multi_lora_linear<T>(x.data(), M, K, w, N, a.data(), nad, r, b.data(), ids.data(),
@@ -302,8 +226,6 @@ py::array multi_fn(const py::object& xo, const py::object& wo, const py::object&
 }  // namespace
 
 void register_lowrank(py::module_& m) {
-    m.def("release_buffers", []() { pool().clear(); },
-          "Free the cached output buffers of released results.");
     m.def("lora_linear", [](const py::array& x, const py::object& w, const py::object& a,
                             const py::object& b, double scale, const py::object& bias) {
         return is_f64(x) ? lora<double>(x, w, a, b, scale, bias) : lora<float>(x, w, a, b, scale, bias);

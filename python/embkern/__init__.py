@@ -62,6 +62,7 @@ __all__ = [
     "cuda_available",
     "cuda_status",
     "show_config",
+    "release_buffers",
 ]
 
 
@@ -71,6 +72,21 @@ def _core_module():
     if _dispatch._core is None:
         raise RuntimeError(f"the compiled CPU module is unavailable: {_dispatch.core_error()}")
     return _dispatch._core
+
+
+def release_buffers() -> None:
+    """Free the buffers embkern keeps for reuse.
+
+    Large results (1 MiB and up: ``hamming_distance`` matrices, low-rank outputs) are written into
+    buffers that earlier results of the same size released, when there are any, which skips the
+    operating system's page zeroing of fresh memory (for a 20,000 x 20,000 distance matrix, three
+    times the distance computation). At most 4 released buffers and 2 GiB are kept; each result is
+    still a fresh array owning its memory. This frees them now.
+    """
+    from . import _dispatch
+
+    if _dispatch._core is not None:
+        _dispatch._core.release_buffers()
 
 
 def available_isas() -> List[str]:
