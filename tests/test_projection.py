@@ -442,3 +442,33 @@ def test_fastrp_empty_and_self_only(backend):
     assert out.shape == (4, 8) and not out.any()
     out = P.fastrp(g, 8, iteration_weights=(), self_influence=2.0, backend=backend)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 2.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k, density, d", [
+    (256, None, 5000),      # "auto" density: columns of 0, 1, 2 and 3+ entries
+    (256, 0.05, 3000),      # ~13 entries a column: the packed table's overflow path
+    (20000, 0.001, 600),    # more components than a packed entry can name: on the fly only
+])
+def test_srp_sparse_packed_table_equals_on_the_fly(k, density, d):
+    """When X has at least as many stored entries as features, srp_sparse computes R's columns
+    once into a packed table (cached for the next call); the bits must equal generating them on
+    the fly (forced here by passing a larger n_features, which only that path ignores)."""
+    rng = np.random.default_rng(k + d)
+    n = d // 10 + 2  # 0.02 x d x n >= d stored entries
+    x = sp.random(n, d, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    x.data = rng.standard_normal(x.nnz).astype(np.float32)
+    assert x.nnz >= d
+    est = P.SparseRandomProjection(k, density="auto" if density is None else density, seed=3)
+    est.fit(x)
+    seed, kk, mode, thr, cdf = est._gen_args()
+    assert mode == 1
+    scale = np.float32(est._scale())
+    f = embkern._core.projection.srp_sparse
+    xptr = x.indptr.astype(np.int64)
+    packed = f(xptr, x.indices, x.data, n, d, seed, kk, mode, thr, cdf, scale)
+    again = f(xptr, x.indices, x.data, n, d, seed, kk, mode, thr, cdf, scale)  # the cached table
+    fly = f(xptr, x.indices, x.data, n, x.nnz + 1, seed, kk, mode, thr, cdf, scale)
+    np.testing.assert_array_equal(packed.view(np.uint32), fly.view(np.uint32))
+    np.testing.assert_array_equal(again.view(np.uint32), fly.view(np.uint32))
+    want = (x @ est.components_.T.astype(np.float64)).toarray()
+    np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-5)

@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include <climits>
 #include <limits>
 #include <numeric>
@@ -13,6 +10,7 @@
 #include "pq/pq.hpp"
 #include "common/heap.hpp"
 #include "common/parallel.hpp"
+#include "common/stream_store.hpp"
 
 namespace embkern::binary {
 
@@ -86,21 +84,6 @@ void pack_signs_f64(const double* x, int64_t n, int64_t d, double threshold, boo
     pack_rows(x, n, d, out, [&](const double* xs, int64_t rn, uint8_t* o) { kern(xs, rn, d, threshold, little, o); });
 }
 
-// Copy n int32 to memory that will not be read soon. A large distance matrix is written once and
-// is far bigger than the caches: non-temporal stores skip the read-for-ownership of each line.
-void store_stream(int32_t* dst, const int32_t* src, int64_t n) {
-#if defined(__SSE2__)
-    int64_t j = 0;
-    for (; j < n && (reinterpret_cast<uintptr_t>(dst + j) & 15) != 0; ++j) dst[j] = src[j];
-    for (; j + 4 <= n; j += 4)
-        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + j),
-                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j)));
-    for (; j < n; ++j) dst[j] = src[j];
-#else
-    std::copy(src, src + n, dst);
-#endif
-}
-
 void hamming_distance(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int64_t cs,
                       int32_t* out) {
     auto tile = kernels().binary.hamming_tile;
@@ -121,12 +104,10 @@ void hamming_distance(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb
         for (int64_t r0 = 0; r0 < in; r0 += R) {
             const int64_t rn = std::min(R, in - r0);
             tile(a + (i0 + r0) * cs, rn, b + j0 * cs, jn, cs, buf.data(), jn);
-            for (int64_t r = 0; r < rn; ++r) store_stream(out + (i0 + r0 + r) * nb + j0, buf.data() + r * jn, jn);
+            for (int64_t r = 0; r < rn; ++r) stream_copy(out + (i0 + r0 + r) * nb + j0, buf.data() + r * jn, jn * 4);
         }
     });
-#if defined(__SSE2__)
-    if (stream) _mm_sfence();
-#endif
+    if (stream) stream_fence();
 }
 
 void hamming_topk(const uint8_t* q, int64_t nq, const uint8_t* db, int64_t nb, int64_t cs,

@@ -1,5 +1,6 @@
 // pybind11 glue of the fde family.
 #include "bindings/arrays.hpp"
+#include "bindings/output_pool.hpp"
 #include "fde/fde.hpp"
 
 namespace embkern::bindings {
@@ -128,7 +129,7 @@ void register_fde(py::module_& m) {
                   P.fp_idx = c;
                   P.fp_sign = fp_sign.data();
               }
-              py::array_t<float> out({static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(P.out_dim())});
+              py::array_t<float> out = output_pool::new_output<float>(batch, P.out_dim());
               {
                   py::gil_scoped_release nogil;
                   fde::encode(P, x.data(), off, batch, out.mutable_data());

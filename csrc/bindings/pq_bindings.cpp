@@ -1,4 +1,5 @@
 #include "bindings/arrays.hpp"
+#include "bindings/output_pool.hpp"
 #include "pq/pq.hpp"
 
 namespace embkern::bindings {
@@ -61,7 +62,7 @@ void register_pq(py::module_& m) {
         check_centroids(cent, nbits);
         const int64_t M = cent.shape(0), dim = M * cent.shape(2);
         check_codes(codes, M, nbits);
-        py::array_t<float> out({codes.shape(0), static_cast<py::ssize_t>(dim)});
+        py::array_t<float> out = output_pool::new_output<float>(codes.shape(0), dim);
         {
             py::gil_scoped_release nogil;
             pq::decode(codes.data(), codes.shape(0), cent.data(), dim, M, nbits, out.mutable_data());
@@ -85,7 +86,7 @@ void register_pq(py::module_& m) {
         const int nbits = lut_nbits(lut);
         const int64_t M = lut.shape(1);
         check_codes(codes, M, nbits);
-        py::array_t<float> out({lut.shape(0), codes.shape(0)});
+        py::array_t<float> out = output_pool::new_output<float>(lut.shape(0), codes.shape(0));
         {
             py::gil_scoped_release nogil;
             pq::adc_distances(lut.data(), lut.shape(0), codes.data(), codes.shape(0), M, nbits,

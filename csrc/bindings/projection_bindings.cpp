@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "bindings/arrays.hpp"
+#include "bindings/output_pool.hpp"
 #include "projection/projection.hpp"
 
 namespace embkern::bindings {
@@ -51,7 +52,7 @@ void define_float(py::module_& m) {
         require(k >= 0, "k must be >= 0");
         check_csr(indptr, indices, values.shape(0), k, "components");
         check_ids(indices, x.shape(1), "components");
-        py::array_t<T> out({x.shape(0), static_cast<py::ssize_t>(k)});
+        py::array_t<T> out = output_pool::new_output<T>(x.shape(0), k);
         {
             py::gil_scoped_release nogil;
             projection::csr_dense<T>(x.data(), x.shape(0), x.shape(1), indptr.data(), indices.data(),
@@ -68,7 +69,7 @@ void define_float(py::module_& m) {
         check_csr(cptr, cind, cval.shape(0), d, "components");
         check_ids(xind, d, "x");
         check_ids(cind, k, "components");
-        py::array_t<T> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+        py::array_t<T> out = output_pool::new_output<T>(n, k);
         {
             py::gil_scoped_release nogil;
             projection::csr_sparse<T>(xptr.data(), xind.data(), xval.data(), n, cptr.data(),
@@ -82,10 +83,11 @@ void define_float(py::module_& m) {
         require(n >= 0 && d >= 1, "sizes must be positive");
         const SrpGen g = make_gen(seed, k, mode, thr53, cdf);
         check_csr(xptr, xind, xval.shape(0), n, "x");
-        py::array_t<T> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+        check_ids(xind, d, "x");  // the packed-table path indexes a table of d columns
+        py::array_t<T> out = output_pool::new_output<T>(n, k);
         {
             py::gil_scoped_release nogil;
-            projection::srp_sparse<T>(xptr.data(), xind.data(), xval.data(), n, g, scale,
+            projection::srp_sparse<T>(xptr.data(), xind.data(), xval.data(), n, d, g, scale,
                                       out.mutable_data());
         }
         return out;
@@ -133,13 +135,12 @@ void register_projection(py::module_& m) {
         }
         check_csr(indptr, indices, wp ? w.shape(0) : indices.shape(0), n, "adjacency");
         check_ids(indices, n, "adjacency");
-        const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dim)};
         const int64_t iters = iteration_weights.shape(0);
         const int64_t nbuf = projection::fastrp_buffers(iteration_weights.data(), iters, self_influence);
         std::vector<py::array_t<float>> bufs;
         float* ptrs[3] = {nullptr, nullptr, nullptr};
         for (int64_t i = 0; i < nbuf; ++i) {
-            bufs.emplace_back(shape);
+            bufs.push_back(output_pool::new_output<float>(n, dim));
             ptrs[i] = bufs.back().mutable_data();
         }
         float* result = nullptr;

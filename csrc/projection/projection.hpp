@@ -20,7 +20,7 @@ template <class T>
 void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
                 const int64_t* cptr, const int32_t* cind, const T* cval, int64_t k, T* out);
 template <class T>
-void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
+void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n, int64_t d,
                 const SrpGen& g, T scale, T* out);
 
 // FastRP (GDS semantics): out (n x dim) = self_influence * normalize(r) + sum_i w_i e^i with
