@@ -138,7 +138,7 @@ std::shared_ptr<const std::vector<uint32_t>> packed_columns(const SrpGen& g, int
 template <class T>
 void srp_sparse_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t r0, int64_t r1,
                        const SrpGen& g, T scale, const uint32_t* tab, T* out) {
-    constexpr int64_t kAhead = 16;
+    constexpr int64_t kAhead = 32;  // table lines requested this many entries early (last-level-cache latency)
     const rng::Keys keys(g.seed);
     std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, rng::max_column(g))));
     std::vector<uint8_t> neg(idx.size());
