@@ -18,9 +18,11 @@ def run_python(code, **env):
 def test_show_config_reports_everything(capsys):
     cfg = embkern.show_config()
     printed = capsys.readouterr().out
-    for key in ("compiled_isas", "supported_isas", "isa", "backends", "num_threads", "cuda"):
+    for key in ("compiled_isas", "supported_isas", "isa", "backends", "num_threads", "cuda",
+                "cuda_families"):
         assert key in cfg and key in printed
     assert cfg["isa"] in cfg["supported_isas"]
+    assert set(cfg["cuda_families"]) <= {"binary", "pq", "projection", "fde", "lowrank"}
     assert "cpu" in cfg["backends"] and "numba" in cfg["backends"]
 
 

@@ -125,6 +125,15 @@ def available_backends() -> List[str]:
     return out
 
 
+def _cuda_families() -> List[str]:
+    """Families with kernels in the CUDA module, as built (empty when it was not built)."""
+    try:
+        from . import _cuda  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    return list(getattr(_cuda, "families", ()))
+
+
 def show_config(print_out: bool = True) -> Dict[str, Any]:
     """Report the ISA tiers, backends, threads and CUDA status; prints it and returns a dict."""
     import os
@@ -144,6 +153,7 @@ def show_config(print_out: bool = True) -> Dict[str, Any]:
         "backends": available_backends(),
         "num_threads": get_num_threads(),
         "cuda": cuda_status(),
+        "cuda_families": _cuda_families(),
     }
     if print_out:
         width = max(len(k) for k in cfg)
