@@ -90,6 +90,7 @@
 #include <vector>
 
 #include "cuda/binary/binary_cuda.hpp"
+#include "cuda/common/block_sort.hpp"
 #include "cuda/common/blocks.hpp"
 
 namespace embkern::cuda {
@@ -306,7 +307,6 @@ EK_FN void hamming_distance_body(Ctx& ctx, unsigned char* smem, const DistParams
 
 constexpr int kKeyIndexBits = 40;
 constexpr uint64_t kKeyIndexMask = (uint64_t(1) << kKeyIndexBits) - 1;
-constexpr uint64_t kNoKey = ~uint64_t(0);
 
 EK_FN uint64_t make_key(int32_t d, int64_t j) {
     return (uint64_t(uint32_t(d)) << kKeyIndexBits) | uint64_t(j);
@@ -314,32 +314,8 @@ EK_FN uint64_t make_key(int32_t d, int64_t j) {
 EK_FN int32_t key_dist(uint64_t key) { return int32_t(key >> kKeyIndexBits); }
 EK_FN int64_t key_index(uint64_t key) { return int64_t(key & kKeyIndexMask); }
 
-// Ascending bitonic sort of keys[0, n), n a power of two. Callers synchronise before; ends synced.
-template <class Ctx>
-EK_FN void block_sort(Ctx& ctx, uint64_t* keys, int n) {
-    const int tid = ctx.tid(), nt = ctx.nthreads();
-    for (int size = 2; size <= n; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int i = tid; i < n / 2; i += nt) {
-                const int lo = 2 * i - (i & (stride - 1));
-                const int hi = lo + stride;
-                const bool up = (lo & size) == 0;
-                const uint64_t a = keys[lo], b = keys[hi];
-                if ((a > b) == up) {
-                    keys[lo] = b;
-                    keys[hi] = a;
-                }
-            }
-            ctx.sync();
-        }
-    }
-}
 
-EK_FN int pow2_at_least(int v) {
-    int p = 1;
-    while (p < v) p <<= 1;
-    return p;
-}
+
 
 // First position in sorted keys[0, n) whose key is >= target.
 EK_FN int lower_bound_key(const uint64_t* keys, int n, uint64_t target) {
@@ -398,10 +374,7 @@ struct ListSource {  // keys emitted by the partitions of one query
 template <class Ctx>
 EK_FN void filter_compact(Ctx& ctx, uint64_t* keys, int* nbuf, int k) {
     const int n = *nbuf;
-    const int m = pow2_at_least(n);
-    for (int i = n + ctx.tid(); i < m; i += ctx.nthreads()) keys[i] = kNoKey;
-    ctx.sync();
-    block_sort(ctx, keys, m);
+    sort_padded(ctx, keys, n);
     if (ctx.tid() == 0) *nbuf = n < k ? n : k;
     ctx.sync();
 }
@@ -462,10 +435,7 @@ EK_FN void topk_filter(Ctx& ctx, unsigned char* smem, const TopkParams& p, const
         ctx.sync();
     }
     const int n = nbuf;
-    const int m = pow2_at_least(n);
-    for (int i = n + tid; i < m; i += nt) keys[i] = kNoKey;
-    ctx.sync();
-    block_sort(ctx, keys, m);
+    sort_padded(ctx, keys, n);
     for (int i = tid; i < k; i += nt) {
         const uint64_t key = i < n ? keys[i] : kNoKey;
         if (keys_out) {
@@ -1041,10 +1011,7 @@ EK_FN void range_fill_body(Ctx& ctx, unsigned char* smem, const RangeParams& p) 
                 const int n = count[u];
                 if (n == 0) continue;  // block-uniform
                 uint64_t* ks = keys + u * p.seg;
-                const int m = pow2_at_least(n);
-                for (int i = n + tid; i < m; i += nt) ks[i] = kNoKey;
-                ctx.sync();
-                block_sort(ctx, ks, m);
+                sort_padded(ctx, ks, n);
                 const int64_t qi = q0 + u;
                 unsigned long long* cur = p.cnt + qi * p.bins * p.parts + g;  // cursor of d: cur[d * parts]
                 const int64_t base = p.lims[qi];
@@ -1299,10 +1266,7 @@ EK_FN bool mb_get(const MultibitParams& p, const double* ww, const uint8_t* qrow
 template <class Ctx>
 EK_FN void mb_compact(Ctx& ctx, uint64_t* keys, int* nbuf, uint64_t* tau, int k) {
     const int n = *nbuf;
-    const int m = pow2_at_least(n);
-    for (int i = n + ctx.tid(); i < m; i += ctx.nthreads()) keys[i] = kNoKey;
-    ctx.sync();
-    block_sort(ctx, keys, m);
+    sort_padded(ctx, keys, n);
     if (ctx.tid() == 0) {
         if (n >= k) *tau = keys[k - 1];
         *nbuf = n < k ? n : k;
@@ -1345,10 +1309,7 @@ EK_FN void mb_filter(Ctx& ctx, unsigned char* smem, const MultibitParams& p, con
         ctx.sync();
     }
     const int n = nbuf;
-    const int m = pow2_at_least(n);
-    for (int i = n + tid; i < m; i += nt) keys[i] = kNoKey;
-    ctx.sync();
-    block_sort(ctx, keys, m);
+    sort_padded(ctx, keys, n);
     for (int i = tid; i < k; i += nt) {
         const uint64_t key = i < n ? keys[i] : kNoKey;
         if (keys_out) {

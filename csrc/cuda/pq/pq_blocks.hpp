@@ -665,7 +665,7 @@ EK_FN void select_runs_body(Ctx& ctx, unsigned char* smem, const SelectParams<Po
             keys[e] = key;
         }
         ctx.sync();
-        sort_keys(ctx, keys, p.run);
+        block_sort(ctx, keys, p.run);
         uint64_t* dst = p.runs_out + w * p.run;
         for (int e = tid; e < p.run; e += nt) dst[e] = keys[e];
     }

@@ -29,11 +29,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cuda/common/block_sort.hpp"
 #include "cuda/common/blocks.hpp"
 
 namespace embkern::cuda::pq {
-
-constexpr uint64_t kNoKey = ~uint64_t(0);
 
 EK_FN uint64_t make_key(uint32_t value, int64_t id) { return (uint64_t(value) << 32) | uint64_t(uint32_t(id)); }
 EK_FN uint32_t key_value(uint64_t key) { return uint32_t(key >> 32); }
@@ -46,32 +45,7 @@ EK_FN uint32_t float_order(float f) {
 }
 EK_FN float order_float(uint32_t v) { return bits_float((v & 0x80000000u) ? (v & 0x7FFFFFFFu) : ~v); }
 
-EK_FN int pow2_ceil(int v) {
-    int p = 1;
-    while (p < v) p <<= 1;
-    return p;
-}
 
-// Ascending bitonic sort of keys[0, n), n a power of two. Callers synchronise before; ends synced.
-template <class Ctx>
-EK_FN void sort_keys(Ctx& ctx, uint64_t* keys, int n) {
-    const int tid = ctx.tid(), nt = ctx.nthreads();
-    for (int size = 2; size <= n; size <<= 1) {
-        for (int half = size >> 1; half > 0; half >>= 1) {
-            for (int i = tid; i < n / 2; i += nt) {
-                const int a = (i / half) * 2 * half + (i % half);  // pair (a, a + half)
-                const int b = a + half;
-                const bool ascending = (a & size) == 0;
-                const uint64_t ka = keys[a], kb = keys[b];
-                if ((ka > kb) == ascending) {
-                    keys[a] = kb;
-                    keys[b] = ka;
-                }
-            }
-            ctx.sync();
-        }
-    }
-}
 
 // Number of keys in sorted keys[0, n) that are < key.
 EK_FN int64_t count_below(const uint64_t* keys, int64_t n, uint64_t key) {
@@ -116,10 +90,8 @@ EK_FN void filter_topk(Ctx& ctx, uint64_t* keys, const FilterShape& f, const Src
     ctx.sync();
     for (int64_t c0 = begin; c0 < end; c0 += chunk) {
         if (compact) {  // sort, keep the best k, tighten the bound
-            const int n = nbuf, p2 = pow2_ceil(n);
-            for (int i = n + tid; i < p2; i += nt) keys[i] = kNoKey;
-            ctx.sync();
-            sort_keys(ctx, keys, p2);
+            const int n = nbuf;
+            sort_padded(ctx, keys, n);
             if (tid == 0) {
                 nbuf = n < k ? n : k;
                 if (n >= k && key_value(keys[k - 1]) < tau) tau = key_value(keys[k - 1]);
@@ -137,10 +109,8 @@ EK_FN void filter_topk(Ctx& ctx, uint64_t* keys, const FilterShape& f, const Src
         if (tid == 0) compact = nbuf + chunk > f.cap;
         ctx.sync();
     }
-    const int n = nbuf, p2 = pow2_ceil(n);
-    for (int i = n + tid; i < p2; i += nt) keys[i] = kNoKey;
-    ctx.sync();
-    sort_keys(ctx, keys, p2);
+    const int n = nbuf;
+    sort_padded(ctx, keys, n);
     for (int i = tid; i < k; i += nt) out[i] = i < n ? keys[i] : kNoKey;
     ctx.sync();
 }
