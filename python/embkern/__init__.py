@@ -77,7 +77,8 @@ def _core_module():
 def release_buffers() -> None:
     """Free the buffers embkern keeps for reuse.
 
-    Large results (1 MiB and up: ``hamming_distance`` matrices, low-rank outputs) are written into
+    Large results (1 MiB and up: distance matrices, projections, FastRP's state, PQ scans, FDE
+    batches, low-rank outputs) are written into
     buffers that earlier results of the same size released, when there are any, which skips the
     operating system's page zeroing of fresh memory (for a 20,000 x 20,000 distance matrix, three
     times the distance computation). At most 4 released buffers and 2 GiB are kept; each result is
