@@ -106,78 +106,68 @@ py::array_t<T> emulate_srp_sparse(const carray<int64_t>& xptr, const carray<int3
     return out;
 }
 
-}  // namespace
+// The float32 and float64 launchers, bound as <name>_f32 / <name>_f64.
+template <class T>
+struct Launchers;
+template <>
+struct Launchers<float> {
+    static constexpr auto dense = &ek::csr_dense_f32;
+    static constexpr auto sparse = &ek::csr_sparse_f32;
+    static constexpr auto srp = &ek::srp_sparse_f32;
+};
+template <>
+struct Launchers<double> {
+    static constexpr auto dense = &ek::csr_dense_f64;
+    static constexpr auto sparse = &ek::csr_sparse_f64;
+    static constexpr auto srp = &ek::srp_sparse_f64;
+};
 
-void bind_projection(py::module_ m) {
-    // ---- kernels on device pointers ----------------------------------------------------------
-    m.def("csr_dense_f32", [](uptr x, int64_t n, int64_t d, uptr indptr, uptr indices, uptr values, int64_t nnz,
+template <class T>
+void bind_float(py::module_& m, const std::string& sfx) {
+    using L = Launchers<T>;
+    m.def(("csr_dense" + sfx).c_str(), [](uptr x, int64_t n, int64_t d, uptr indptr, uptr indices, uptr values, int64_t nnz,
                               int64_t k, uptr out, bool validate, uptr stream, int device, int64_t chunk,
                               int max_warps) {
         const ek::ProjOptions o = options(chunk, max_warps, 0, 0, 0);
         py::gil_scoped_release nogil;
-        ek::csr_dense_f32(in_ptr<float>(x), n, d, in_ptr<int64_t>(indptr), in_ptr<int32_t>(indices),
-                          in_ptr<float>(values), nnz, k, out_ptr<float>(out), validate, stream, device, o);
+        L::dense(in_ptr<T>(x), n, d, in_ptr<int64_t>(indptr), in_ptr<int32_t>(indices),
+                          in_ptr<T>(values), nnz, k, out_ptr<T>(out), validate, stream, device, o);
     }, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("indptr"), py::arg("indices"), py::arg("values"),
        py::arg("nnz"), py::arg("k"), py::arg("out"), py::arg("validate"), py::arg("stream") = 0,
        py::arg("device") = -1, py::arg("chunk") = 0, py::arg("max_warps") = 0,
        "out[n, k] = x[n, d] @ C^T for C (k x d) in CSR; validate: check C on the device first");
-    m.def("csr_dense_f64", [](uptr x, int64_t n, int64_t d, uptr indptr, uptr indices, uptr values, int64_t nnz,
-                              int64_t k, uptr out, bool validate, uptr stream, int device, int64_t chunk,
-                              int max_warps) {
-        const ek::ProjOptions o = options(chunk, max_warps, 0, 0, 0);
-        py::gil_scoped_release nogil;
-        ek::csr_dense_f64(in_ptr<double>(x), n, d, in_ptr<int64_t>(indptr), in_ptr<int32_t>(indices),
-                          in_ptr<double>(values), nnz, k, out_ptr<double>(out), validate, stream, device, o);
-    }, py::arg("x"), py::arg("n"), py::arg("d"), py::arg("indptr"), py::arg("indices"), py::arg("values"),
-       py::arg("nnz"), py::arg("k"), py::arg("out"), py::arg("validate"), py::arg("stream") = 0,
-       py::arg("device") = -1, py::arg("chunk") = 0, py::arg("max_warps") = 0);
-    m.def("csr_sparse_f32", [](uptr xptr, uptr xind, uptr xval, int64_t n, int64_t xnnz, uptr cptr, uptr cind,
+    m.def(("csr_sparse" + sfx).c_str(), [](uptr xptr, uptr xind, uptr xval, int64_t n, int64_t xnnz, uptr cptr, uptr cind,
                                uptr cval, int64_t d, int64_t cnnz, int64_t k, uptr out, bool validate, uptr stream,
                                int device, int threads) {
         const ek::ProjOptions o = options(0, 0, threads, 0, 0);
         py::gil_scoped_release nogil;
-        ek::csr_sparse_f32(in_ptr<int64_t>(xptr), in_ptr<int32_t>(xind), in_ptr<float>(xval), n, xnnz,
-                           in_ptr<int64_t>(cptr), in_ptr<int32_t>(cind), in_ptr<float>(cval), d, cnnz, k,
-                           out_ptr<float>(out), validate, stream, device, o);
+        L::sparse(in_ptr<int64_t>(xptr), in_ptr<int32_t>(xind), in_ptr<T>(xval), n, xnnz,
+                           in_ptr<int64_t>(cptr), in_ptr<int32_t>(cind), in_ptr<T>(cval), d, cnnz, k,
+                           out_ptr<T>(out), validate, stream, device, o);
     }, py::arg("xptr"), py::arg("xind"), py::arg("xval"), py::arg("n"), py::arg("xnnz"), py::arg("cptr"),
        py::arg("cind"), py::arg("cval"), py::arg("d"), py::arg("cnnz"), py::arg("k"), py::arg("out"),
        py::arg("validate"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("threads") = 0,
        "out[n, k]: CSR rows x (n x d) times Ct (d x k, CSR)");
-    m.def("csr_sparse_f64", [](uptr xptr, uptr xind, uptr xval, int64_t n, int64_t xnnz, uptr cptr, uptr cind,
-                               uptr cval, int64_t d, int64_t cnnz, int64_t k, uptr out, bool validate, uptr stream,
-                               int device, int threads) {
-        const ek::ProjOptions o = options(0, 0, threads, 0, 0);
-        py::gil_scoped_release nogil;
-        ek::csr_sparse_f64(in_ptr<int64_t>(xptr), in_ptr<int32_t>(xind), in_ptr<double>(xval), n, xnnz,
-                           in_ptr<int64_t>(cptr), in_ptr<int32_t>(cind), in_ptr<double>(cval), d, cnnz, k,
-                           out_ptr<double>(out), validate, stream, device, o);
-    }, py::arg("xptr"), py::arg("xind"), py::arg("xval"), py::arg("n"), py::arg("xnnz"), py::arg("cptr"),
-       py::arg("cind"), py::arg("cval"), py::arg("d"), py::arg("cnnz"), py::arg("k"), py::arg("out"),
-       py::arg("validate"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("threads") = 0);
-    m.def("srp_sparse_f32", [](uptr xptr, uptr xind, uptr xval, int64_t n, int64_t xnnz, uint64_t seed, int64_t k,
-                               int mode, uint64_t thr53, const carray<double>& cdf, float scale, uptr out,
+    m.def(("srp_sparse" + sfx).c_str(), [](uptr xptr, uptr xind, uptr xval, int64_t n, int64_t xnnz, uint64_t seed, int64_t k,
+                               int mode, uint64_t thr53, const carray<double>& cdf, T scale, uptr out,
                                bool validate, uptr stream, int device, int threads, int64_t scratch_bytes) {
         const ek::SrpSpec g = spec(seed, k, mode, thr53, cdf);
         const ek::ProjOptions o = options(0, 0, threads, scratch_bytes, 0);
         py::gil_scoped_release nogil;
-        ek::srp_sparse_f32(in_ptr<int64_t>(xptr), in_ptr<int32_t>(xind), in_ptr<float>(xval), n, xnnz, g, scale,
-                           out_ptr<float>(out), validate, stream, device, o);
+        L::srp(in_ptr<int64_t>(xptr), in_ptr<int32_t>(xind), in_ptr<T>(xval), n, xnnz, g, scale,
+                           out_ptr<T>(out), validate, stream, device, o);
     }, py::arg("xptr"), py::arg("xind"), py::arg("xval"), py::arg("n"), py::arg("xnnz"), py::arg("seed"),
        py::arg("k"), py::arg("mode"), py::arg("thr53"), py::arg("cdf"), py::arg("scale"), py::arg("out"),
        py::arg("validate"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("threads") = 0,
        py::arg("scratch_bytes") = 0, "out[n, k]: CSR rows x times the generated R^T (cdf: host numpy)");
-    m.def("srp_sparse_f64", [](uptr xptr, uptr xind, uptr xval, int64_t n, int64_t xnnz, uint64_t seed, int64_t k,
-                               int mode, uint64_t thr53, const carray<double>& cdf, double scale, uptr out,
-                               bool validate, uptr stream, int device, int threads, int64_t scratch_bytes) {
-        const ek::SrpSpec g = spec(seed, k, mode, thr53, cdf);
-        const ek::ProjOptions o = options(0, 0, threads, scratch_bytes, 0);
-        py::gil_scoped_release nogil;
-        ek::srp_sparse_f64(in_ptr<int64_t>(xptr), in_ptr<int32_t>(xind), in_ptr<double>(xval), n, xnnz, g, scale,
-                           out_ptr<double>(out), validate, stream, device, o);
-    }, py::arg("xptr"), py::arg("xind"), py::arg("xval"), py::arg("n"), py::arg("xnnz"), py::arg("seed"),
-       py::arg("k"), py::arg("mode"), py::arg("thr53"), py::arg("cdf"), py::arg("scale"), py::arg("out"),
-       py::arg("validate"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("threads") = 0,
-       py::arg("scratch_bytes") = 0);
+}
+
+}  // namespace
+
+void bind_projection(py::module_ m) {
+    // ---- kernels on device pointers ----------------------------------------------------------
+    bind_float<float>(m, "_f32");
+    bind_float<double>(m, "_f64");
     m.def("srp_column_counts", [](uint64_t seed, int64_t d, int64_t k, int mode, uint64_t thr53,
                                   const carray<double>& cdf, uptr indptr, uptr stream, int device, int threads) {
         const ek::SrpSpec g = spec(seed, k, mode, thr53, cdf);
