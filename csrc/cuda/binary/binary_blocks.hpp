@@ -606,31 +606,11 @@ struct HammingDistanceKernel {
     template <class Ctx>
     static EK_FN void body(Ctx& ctx, unsigned char* smem, const DistParams& p) { hamming_distance_body(ctx, smem, p); }
 };
-struct TopkPartitionKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_partition_body(ctx, smem, p); }
-};
-struct TopkMergeKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_merge_body(ctx, smem, p); }
-};
-struct TopkHistKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_hist_body(ctx, smem, p); }
-};
-struct TopkSelectKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const TopkParams& p) { topk_select_body(ctx, p); }
-};
-struct TopkEmitKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TopkParams& p) { topk_emit_body(ctx, smem, p); }
-};
+EK_KERNEL(TopkPartitionKernel, TopkParams, topk_partition_body(ctx, smem, p);)
+EK_KERNEL(TopkMergeKernel, TopkParams, topk_merge_body(ctx, smem, p);)
+EK_KERNEL(TopkHistKernel, TopkParams, topk_hist_body(ctx, smem, p);)
+EK_KERNEL(TopkSelectKernel, TopkParams, topk_select_body(ctx, p);)
+EK_KERNEL(TopkEmitKernel, TopkParams, topk_emit_body(ctx, smem, p);)
 
 constexpr int64_t kMaxIndex = int64_t(1) << kKeyIndexBits;
 constexpr int64_t kMaxCodeBytes = int64_t(1) << 20;
@@ -1351,56 +1331,16 @@ EK_FN void mb_topk_merge_body(Ctx& ctx, unsigned char* smem, const MultibitParam
 
 // ---- kernels -------------------------------------------------------------------------------------
 
-struct RangeCountKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const RangeParams& p) { range_count_body(ctx, smem, p); }
-};
-struct ScanReduceKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_reduce_body(ctx, smem, p); }
-};
-struct ScanPartsKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_parts_body(ctx, smem, p); }
-};
-struct ScanApplyKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_apply_body(ctx, smem, p); }
-};
-struct RangeFillKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const RangeParams& p) { range_fill_body(ctx, smem, p); }
-};
-struct AsymLutKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const AsymParams& p) { asym_lut_body(ctx, p); }
-};
-struct AsymScanKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const AsymParams& p) { asym_scan_body(ctx, smem, p); }
-};
-struct MultibitScoresKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const MultibitParams& p) { mb_scores_body(ctx, smem, p); }
-};
-struct MultibitPartitionKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const MultibitParams& p) { mb_topk_partition_body(ctx, smem, p); }
-};
-struct MultibitMergeKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const MultibitParams& p) { mb_topk_merge_body(ctx, smem, p); }
-};
+EK_KERNEL(RangeCountKernel, RangeParams, range_count_body(ctx, smem, p);)
+EK_KERNEL(ScanReduceKernel, ScanParams, scan_reduce_body(ctx, smem, p);)
+EK_KERNEL(ScanPartsKernel, ScanParams, scan_parts_body(ctx, smem, p);)
+EK_KERNEL(ScanApplyKernel, ScanParams, scan_apply_body(ctx, smem, p);)
+EK_KERNEL(RangeFillKernel, RangeParams, range_fill_body(ctx, smem, p);)
+EK_KERNEL(AsymLutKernel, AsymParams, asym_lut_body(ctx, p);)
+EK_KERNEL(AsymScanKernel, AsymParams, asym_scan_body(ctx, smem, p);)
+EK_KERNEL(MultibitScoresKernel, MultibitParams, mb_scores_body(ctx, smem, p);)
+EK_KERNEL(MultibitPartitionKernel, MultibitParams, mb_topk_partition_body(ctx, smem, p);)
+EK_KERNEL(MultibitMergeKernel, MultibitParams, mb_topk_merge_body(ctx, smem, p);)
 
 // ---- orchestration ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@
 //         template <class Ctx, class P>
 //         static EK_FN void body(Ctx& ctx, unsigned char* smem, const P& p);
 //     };
-// launched by an orchestration template `run_x(Exec& ex, ...)` with
+// (EK_KERNEL(Name, Params, statement) declares the common case: at most 256 threads, one statement
+// with ctx, smem and p in scope) launched by an orchestration template `run_x(Exec& ex, ...)` with
 // `ex.template launch<MyKernel>(grid, threads, smem_bytes, params)`. Exec (DeviceExec or HostExec)
 // also provides sm_count(), alloc(bytes) / release(ptr) (stream-ordered scratch), zero(ptr, bytes),
 // copy(dst, src, bytes) and wait() (the queued work has finished: before reading a result back).
@@ -33,6 +34,16 @@
 #define EK_FN inline
 #define EK_UNROLL
 #endif
+
+#define EK_KERNEL(Name, Params, statement)                                        \
+    struct Name {                                                                \
+        static constexpr int kMaxThreads = 256;                                  \
+        template <class Ctx>                                                     \
+        static EK_FN void body(Ctx& ctx, unsigned char* smem, const Params& p) { \
+            (void)smem;                                                          \
+            statement                                                            \
+        }                                                                        \
+    };
 
 namespace embkern::cuda {
 

@@ -599,21 +599,9 @@ struct ReduceKernel {
     template <class Ctx, class T>
     static EK_FN void body(Ctx& ctx, unsigned char*, const ReduceParams<T>& p) { reduce_body(ctx, p); }
 };
-struct SegCountKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const SegParams& p) { seg_count_body(ctx, p); }
-};
-struct SegScanKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const SegParams& p) { seg_scan_body(ctx, smem, p); }
-};
-struct SegScatterKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const SegParams& p) { seg_scatter_body(ctx, p); }
-};
+EK_KERNEL(SegCountKernel, SegParams, seg_count_body(ctx, p);)
+EK_KERNEL(SegScanKernel, SegParams, seg_scan_body(ctx, smem, p);)
+EK_KERNEL(SegScatterKernel, SegParams, seg_scatter_body(ctx, p);)
 
 // ---- orchestration (shared by the CUDA launchers and the host emulator) -------------------------
 

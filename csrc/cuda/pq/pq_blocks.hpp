@@ -289,11 +289,7 @@ EK_FN void decode_body(Ctx& ctx, const DecodeParams& p) {
     }
 }
 
-struct DecodeKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const DecodeParams& p) { decode_body(ctx, p); }
-};
+EK_KERNEL(DecodeKernel, DecodeParams, decode_body(ctx, p);)
 
 // ---- distance tables ------------------------------------------------------------------------
 
@@ -729,11 +725,7 @@ EK_FN void finish_body(Ctx& ctx, const FinishParams& p) {
     }
 }
 
-struct FinishKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const FinishParams& p) { finish_body(ctx, p); }
-};
+EK_KERNEL(FinishKernel, FinishParams, finish_body(ctx, p);)
 
 // ---- fast scan: table quantisation, pack, unpack -----------------------------------------------
 
@@ -796,11 +788,7 @@ EK_FN void fs_quant_body(Ctx& ctx, unsigned char* smem, const FsQuantParams& p) 
     }
 }
 
-struct FsQuantKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const FsQuantParams& p) { fs_quant_body(ctx, smem, p); }
-};
+EK_KERNEL(FsQuantKernel, FsQuantParams, fs_quant_body(ctx, smem, p);)
 
 struct FsPackParams {
     const uint8_t* in;  // pack: n x cs flat 4-bit codes; unpack: the packed bytes
@@ -843,16 +831,8 @@ EK_FN void fs_unpack_body(Ctx& ctx, const FsPackParams& p) {
     }
 }
 
-struct FsPackKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const FsPackParams& p) { fs_pack_body(ctx, p); }
-};
-struct FsUnpackKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const FsPackParams& p) { fs_unpack_body(ctx, p); }
-};
+EK_KERNEL(FsPackKernel, FsPackParams, fs_pack_body(ctx, p);)
+EK_KERNEL(FsUnpackKernel, FsPackParams, fs_unpack_body(ctx, p);)
 
 // ---- train: deterministic centroid update ------------------------------------------------------
 
@@ -1010,31 +990,11 @@ EK_FN void train_fix_body(Ctx& ctx, unsigned char* smem, const TrainParams& p) {
     }
 }
 
-struct TrainCountKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TrainParams& p) { train_count_body(ctx, smem, p); }
-};
-struct TrainScanKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TrainParams& p) { train_scan_body(ctx, smem, p); }
-};
-struct TrainScatterKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TrainParams& p) { train_scatter_body(ctx, smem, p); }
-};
-struct TrainUpdateKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const TrainParams& p) { train_update_body(ctx, p); }
-};
-struct TrainFixKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const TrainParams& p) { train_fix_body(ctx, smem, p); }
-};
+EK_KERNEL(TrainCountKernel, TrainParams, train_count_body(ctx, smem, p);)
+EK_KERNEL(TrainScanKernel, TrainParams, train_scan_body(ctx, smem, p);)
+EK_KERNEL(TrainScatterKernel, TrainParams, train_scatter_body(ctx, smem, p);)
+EK_KERNEL(TrainUpdateKernel, TrainParams, train_update_body(ctx, p);)
+EK_KERNEL(TrainFixKernel, TrainParams, train_fix_body(ctx, smem, p);)
 
 // ==== orchestration (shared by the CUDA launchers and the host emulator) ==========================
 

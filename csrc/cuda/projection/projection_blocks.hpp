@@ -696,26 +696,10 @@ EK_FN void fastrp_init_body(Ctx& ctx, unsigned char* smem, const FastrpParams& p
 
 // ---- kernels (tags for Exec::launch) -------------------------------------------------------------
 
-struct CsrCheckKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const CsrCheckParams& p) { csr_check_body(ctx, p); }
-};
-struct ScanReduceKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_reduce_body(ctx, smem, p); }
-};
-struct ScanPartialsKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const ScanParams& p) { scan_partials_body(ctx, p); }
-};
-struct ScanApplyKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const ScanParams& p) { scan_apply_body(ctx, smem, p); }
-};
+EK_KERNEL(CsrCheckKernel, CsrCheckParams, csr_check_body(ctx, p);)
+EK_KERNEL(ScanReduceKernel, ScanParams, scan_reduce_body(ctx, smem, p);)
+EK_KERNEL(ScanPartialsKernel, ScanParams, scan_partials_body(ctx, p);)
+EK_KERNEL(ScanApplyKernel, ScanParams, scan_apply_body(ctx, smem, p);)
 struct CsrDenseKernel {
     static constexpr int kMaxThreads = 256;
     template <class Ctx, class P>
@@ -731,26 +715,10 @@ struct SrpSparseKernel {
     template <class Ctx, class P>
     static EK_FN void body(Ctx& ctx, unsigned char*, const P& p) { srp_sparse_body(ctx, p); }
 };
-struct SrpCountsKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const SrpColParams& p) { srp_counts_body(ctx, p); }
-};
-struct SrpFillKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char*, const SrpColParams& p) { srp_fill_body(ctx, p); }
-};
-struct FastrpInitKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const FastrpParams& p) { fastrp_init_body(ctx, smem, p); }
-};
-struct FastrpStepKernel {
-    static constexpr int kMaxThreads = 256;
-    template <class Ctx>
-    static EK_FN void body(Ctx& ctx, unsigned char* smem, const FastrpParams& p) { fastrp_step_body(ctx, smem, p); }
-};
+EK_KERNEL(SrpCountsKernel, SrpColParams, srp_counts_body(ctx, p);)
+EK_KERNEL(SrpFillKernel, SrpColParams, srp_fill_body(ctx, p);)
+EK_KERNEL(FastrpInitKernel, FastrpParams, fastrp_init_body(ctx, smem, p);)
+EK_KERNEL(FastrpStepKernel, FastrpParams, fastrp_step_body(ctx, smem, p);)
 
 // ---- orchestration (shared by the CUDA launchers and the host emulator) --------------------------
 // Exec: common/blocks.hpp's executor plus wait() (block the host until the stream's work is done;
