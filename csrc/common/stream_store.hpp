@@ -1,6 +1,8 @@
 // Copies to memory that will not be read soon. A large result written once is far bigger than the
 // caches: non-temporal stores skip the read-for-ownership of each line (half the memory traffic).
-// Callers issue stream_fence() once after their last streamed copy (before the result is handed on).
+// A thread issues stream_fence() after its last streamed copy (before the result is handed on).
+// The functions are static: ISA-tier kernels include this header too, and each translation unit
+// must keep its own copy, compiled with its own flags (an inline function would be merged into one).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -12,7 +14,7 @@
 
 namespace embkern {
 
-inline void stream_copy(void* dst, const void* src, int64_t nbytes) {
+static inline void stream_copy(void* dst, const void* src, int64_t nbytes) {
     auto* d = static_cast<unsigned char*>(dst);
     const auto* s = static_cast<const unsigned char*>(src);
 #if defined(__SSE2__)
@@ -27,7 +29,7 @@ inline void stream_copy(void* dst, const void* src, int64_t nbytes) {
 #endif
 }
 
-inline void stream_fence() {
+static inline void stream_fence() {
 #if defined(__SSE2__)
     _mm_sfence();
 #endif
