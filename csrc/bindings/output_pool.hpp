@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "bindings/arrays.hpp"
+#include "common/huge_alloc.hpp"
 
 namespace embkern::bindings::output_pool {
 
@@ -41,9 +42,7 @@ struct OutputPool {
                     return p;
                 }
         }
-        void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-        if (!p) throw std::bad_alloc();
-        return p;
+        return huge_alloc(bytes);
     }
     void put(void* p, size_t bytes) {
         std::lock_guard<std::mutex> lock(mu);
