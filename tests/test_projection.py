@@ -444,18 +444,23 @@ def test_fastrp_empty_and_self_only(backend):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 2.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("k, density, d", [
-    (256, None, 5000),      # "auto" density: columns of 0, 1, 2 and 3+ entries
-    (256, 0.05, 3000),      # ~13 entries a column: the packed table's overflow path
-    (20000, 0.001, 600),    # more components than a packed entry can name: on the fly only
+@pytest.mark.parametrize("k, density, d, xdensity", [
+    (256, None, 5000, 0.02),      # "auto" density: columns of 0, 1, 2 and 3+ entries
+    (256, 0.05, 3000, 0.02),      # ~13 entries a column: the packed table's overflow path
+    (256, None, 40000, 0.005),    # several feature blocks: ranks carried across build tasks
+    (16383, 0.0005, 600, 0.02),   # the most components a packed entry can name (+ the spare)
+    (16384, 0.0005, 600, 0.02),   # one more: on the fly only
+    (7, 0.05, 61, 0.3),           # rows shorter than a vector, two bitmap groups
 ])
-def test_srp_sparse_packed_table_equals_on_the_fly(k, density, d):
+def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdensity):
     """When X has at least as many stored entries as features, srp_sparse computes R's columns
     once into a packed table (cached for the next call); the bits must equal generating them on
     the fly (forced here by passing a larger n_features, which only that path ignores)."""
+    if backend != "cpu":
+        pytest.skip("the packed table is the compiled kernel's")
     rng = np.random.default_rng(k + d)
-    n = d // 10 + 2  # 0.02 x d x n >= d stored entries
-    x = sp.random(n, d, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    n = int(np.ceil(1.5 / xdensity)) + 2  # xdensity x d x n >= d stored entries
+    x = sp.random(n, d, density=xdensity, format="csr", random_state=rng, dtype=np.float32)
     x.data = rng.standard_normal(x.nnz).astype(np.float32)
     assert x.nnz >= d
     est = P.SparseRandomProjection(k, density="auto" if density is None else density, seed=3)
@@ -472,3 +477,39 @@ def test_srp_sparse_packed_table_equals_on_the_fly(k, density, d):
     np.testing.assert_array_equal(again.view(np.uint32), fly.view(np.uint32))
     want = (x @ est.components_.T.astype(np.float64)).toarray()
     np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [3, 400])  # X smaller / not smaller than R: both kernels
+@pytest.mark.parametrize("problem", ["nan", "inf", "id", "negative id"])
+def test_transform_checks_entries_in_the_kernel(backend, rows, problem):
+    """The compiled srp_sparse checks X's ids and values as it reads them (no scans before the
+    call); every backend raises the same ValueError, wherever in X the bad entry is."""
+    rng = np.random.default_rng(rows)
+    d = 300
+    x = sp.random(rows, d, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    est = P.SparseRandomProjection(16, seed=1).fit(x)
+    last = x.nnz - 1
+    indices, data = x.indices.copy(), x.data.copy()
+    if problem == "nan":
+        data[last] = np.nan
+    elif problem == "inf":
+        data[last // 2] = -np.inf
+    elif problem == "id":
+        indices[last] = d
+    else:
+        indices[0] = -1
+    bad = sp.csr_matrix((data, indices, x.indptr), shape=x.shape)
+    match = "NaN or inf" if problem in ("nan", "inf") else r"column indices outside \[0, 300\)"
+    with pytest.raises(ValueError, match=match):
+        est.transform(bad, backend=backend)
+    np.testing.assert_allclose(est.transform(x, backend=backend), est.transform(x, backend="numba"),
+                               rtol=1e-6)
+
+
+def test_int64_ids_outside_int32_are_rejected():
+    """int64 column ids are checked before they are narrowed (2**32 + 5 must not become 5)."""
+    x = sp.csr_matrix((np.ones(2, np.float32), np.array([1, 2**32 + 5]), np.array([0, 1, 2])),
+                      shape=(2, 10))
+    est = P.SparseRandomProjection(4, seed=0).fit(sp.csr_matrix((1, 10), dtype=np.float32))
+    with pytest.raises(ValueError, match="column indices outside"):
+        est.transform(x)

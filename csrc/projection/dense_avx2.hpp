@@ -228,10 +228,52 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
     }
 }
 
+// srp_packed's filter, 8 entries at a time: gather the 8 bitmap words, shift each entry's bit to
+// the top, movemask, and write the hits' offsets packed to the front with one lane permutation
+// from a 256-entry table (the lanes of each mask, as bytes).
+//   _mm256_i32gather_epi32       the bitmap words of 8 column ids (SrpPacked: 3 (j / 64) + (j / 32) % 2)
+//   _mm256_sllv_epi32            each id's bit to bit 31: word << (31 - j % 32)
+//   _mm256_permutevar8x32_epi32  the hit lanes' offsets to the front
+struct CompressLanes {
+    alignas(64) uint8_t lanes[256][8];
+    constexpr CompressLanes() : lanes() {
+        for (int m = 0; m < 256; ++m) {
+            int q = 0;
+            for (int l = 0; l < 8; ++l)
+                if (m >> l & 1) lanes[m][q++] = static_cast<uint8_t>(l);
+        }
+    }
+};
+inline constexpr CompressLanes kCompressLanes{};
+
+inline int64_t packed_hits(const int32_t* ind, int64_t len, const uint32_t* words, int32_t* hits) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i low5 = _mm256_set1_epi32(31);
+    const __m256i one = _mm256_set1_epi32(1);
+    int64_t m = 0, e = 0;
+    for (; e + 8 <= len; e += 8) {
+        const __m256i j = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ind + e));
+        const __m256i group = _mm256_srli_epi32(j, 6);
+        const __m256i word = _mm256_add_epi32(_mm256_add_epi32(group, _mm256_add_epi32(group, group)),
+                                              _mm256_and_si256(_mm256_srli_epi32(j, 5), one));
+        const __m256i w = _mm256_i32gather_epi32(reinterpret_cast<const int*>(words), word, 4);
+        const __m256i top = _mm256_sllv_epi32(w, _mm256_sub_epi32(low5, _mm256_and_si256(j, low5)));
+        const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(top));
+        const __m256i perm = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompressLanes.lanes[mask])));
+        const __m256i off = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(e)), lane);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(hits + m), _mm256_permutevar8x32_epi32(off, perm));
+        m += __builtin_popcount(static_cast<unsigned>(mask));
+    }
+    return m + projection_generic::packed_hits(ind + e, len - e, words, hits + m, e);
+}
+
 inline void register_dense_avx2(ProjectionKernels& t) {
     t.csr_dense_f32 = &csr_dense<F32>;
     t.csr_dense_f64 = &csr_dense<F64>;
     t.fastrp_propagate = &fastrp_propagate;
+    t.srp_packed_f32 = &projection_generic::srp_packed<float, packed_hits>;
+    t.srp_packed_f64 = &projection_generic::srp_packed<double, packed_hits>;
 }
 
 }  // namespace projection_avx2

@@ -19,6 +19,7 @@ void csr_dense(const T* x, int64_t n, int64_t d, const int64_t* indptr, const in
 template <class T>
 void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n,
                 const int64_t* cptr, const int32_t* cind, const T* cval, int64_t k, T* out);
+// X's indices and values are checked as they are read (std::invalid_argument names X).
 template <class T>
 void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n, int64_t d,
                 const SrpGen& g, T scale, T* out);

@@ -2,14 +2,14 @@
 #include "projection/projection.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <mutex>
-#include <cmath>
 #include <utility>
 
 #include "common/dispatch.hpp"
+#include "common/huge_alloc.hpp"
 #include "common/parallel.hpp"
-#include "common/stream_store.hpp"
 #include "projection/srp_rng.hpp"
 
 namespace embkern::projection {
@@ -29,12 +29,14 @@ struct Kern<float> {
     static auto dense() { return kernels().projection.csr_dense_f32; }
     static auto sparse() { return kernels().projection.csr_sparse_f32; }
     static auto srp() { return kernels().projection.srp_sparse_f32; }
+    static auto packed() { return kernels().projection.srp_packed_f32; }
 };
 template <>
 struct Kern<double> {
     static auto dense() { return kernels().projection.csr_dense_f64; }
     static auto sparse() { return kernels().projection.csr_sparse_f64; }
     static auto srp() { return kernels().projection.srp_sparse_f64; }
+    static auto packed() { return kernels().projection.srp_packed_f64; }
 };
 
 }  // namespace
@@ -84,42 +86,75 @@ void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
     });
 }
 
-// srp_sparse with a packed column table. On the fly, each stored entry of X costs a hash (is R's
-// column empty?) and each non-empty column about four more plus a small sort; when X has at least
-// as many entries as features, computing every column once is cheaper. The table packs a column into
-// 32 bits -- its entry count (0-2, or 3: more, rare at "auto" density, expanded on the fly) and up
-// to two entries of (negative << 14 | row) -- so it is 4 bytes a feature (4 MiB for 2^20: it stays
-// in the last-level cache) and each entry of X costs one load, prefetched a few entries ahead.
-// Entries are added in the same order with the same operations, so the bits equal the on-the-fly
-// path's.
+// srp_sparse with a packed column table (SrpPacked, projection_kernels.hpp). On the fly, each stored
+// entry of X costs a hash (is R's column empty?) and each non-empty column about four more plus a
+// small sort; when X has at least as many entries as features, computing every column once is
+// cheaper. Entries are added in the same order with the same operations, so the bits equal the
+// on-the-fly path's.
 namespace {
 
-constexpr int64_t kPackedRows = int64_t(1) << 14;  // rows (components) a packed entry can name
+constexpr int64_t kPackedRows = (int64_t(1) << 14) - 1;  // rows a packed entry can name, and a spare
 
-std::vector<uint32_t> build_packed_columns(const SrpGen& g, int64_t d) {
-    std::vector<uint32_t> tab(static_cast<size_t>(d));
+struct PackedColumns {
+    HugeArray<uint32_t> words;  // per 64 features: bitmap low, high, rank (SrpPacked)
+    HugeArray<uint32_t> code;
+    SrpPacked view() const { return SrpPacked{words.data(), code.data()}; }
+};
+
+PackedColumns build_packed_columns(const SrpGen& g, int64_t d) {
+    static_assert(kFeatureBlock % 64 == 0, "a feature block owns whole groups of 64");
+    const int64_t ngroups = ceil_div(d, 64);
+    HugeArray<uint32_t> all(static_cast<size_t>(d));  // every feature's code (0: empty), compacted below
+    HugeArray<uint32_t> words(static_cast<size_t>(3 * ngroups));
     const rng::Keys keys(g.seed);
-    parallel_for(ceil_div(d, kFeatureBlock), [&](int64_t t) {
+    const int64_t ntasks = ceil_div(d, kFeatureBlock);
+    std::vector<uint32_t> task_count(static_cast<size_t>(ntasks));
+    parallel_for(ntasks, [&](int64_t t) {
         std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, rng::max_column(g))));
         std::vector<uint8_t> neg(idx.size());
-        for (int64_t j = t * kFeatureBlock; j < std::min(d, (t + 1) * kFeatureBlock); ++j) {
-            const int64_t c = rng::column(g, keys, j, idx.data(), neg.data());
-            uint32_t code = static_cast<uint32_t>(std::min<int64_t>(c, 3));
-            if (c <= 2)
-                for (int64_t q = 0; q < c; ++q)
-                    code |= ((uint32_t(neg[q]) << 14) | uint32_t(idx[q])) << (2 + 15 * q);
-            tab[static_cast<size_t>(j)] = code;
+        const int64_t j0 = t * kFeatureBlock, j1 = std::min(d, j0 + kFeatureBlock);
+        uint32_t count = 0;  // within the task, for now
+        for (int64_t q = j0 / 64; q < ceil_div(j1, 64); ++q) {
+            uint64_t bits = 0;
+            const uint32_t rank = count;
+            for (int64_t j = 64 * q; j < std::min(j1, 64 * q + 64); ++j) {
+                const int64_t c = rng::column(g, keys, j, idx.data(), neg.data());
+                uint32_t code = static_cast<uint32_t>(std::min<int64_t>(c, 3));
+                if (c <= 2)
+                    for (int64_t e = 0; e < c; ++e)
+                        code |= ((uint32_t(neg[e]) << 14) | uint32_t(idx[e])) << (2 + 15 * e);
+                if (c == 1) code |= uint32_t(g.k) << 17;  // the spare row: one entry applies as two
+                all[static_cast<size_t>(j)] = code;
+                bits |= uint64_t(c > 0) << (j & 63);
+                count += c > 0;
+            }
+            words[static_cast<size_t>(3 * q)] = static_cast<uint32_t>(bits);
+            words[static_cast<size_t>(3 * q + 1)] = static_cast<uint32_t>(bits >> 32);
+            words[static_cast<size_t>(3 * q + 2)] = rank;
         }
+        task_count[static_cast<size_t>(t)] = count;
     });
-    return tab;
+    std::vector<uint32_t> task_base(static_cast<size_t>(ntasks) + 1, 0);
+    for (int64_t t = 0; t < ntasks; ++t)
+        task_base[static_cast<size_t>(t) + 1] = task_base[static_cast<size_t>(t)] + task_count[static_cast<size_t>(t)];
+    HugeArray<uint32_t> code(std::max<size_t>(1, task_base[static_cast<size_t>(ntasks)]));
+    parallel_for(ntasks, [&](int64_t t) {
+        const int64_t j0 = t * kFeatureBlock, j1 = std::min(d, j0 + kFeatureBlock);
+        const uint32_t base = task_base[static_cast<size_t>(t)];
+        for (int64_t q = j0 / 64; q < ceil_div(j1, 64); ++q) words[static_cast<size_t>(3 * q + 2)] += base;
+        uint32_t* dst = code.data() + base;
+        for (int64_t j = j0; j < j1; ++j)
+            if (all[static_cast<size_t>(j)] != 0) *dst++ = all[static_cast<size_t>(j)];
+    });
+    return PackedColumns{std::move(words), std::move(code)};
 }
 
 // The last table built, for the next call with the same generator (a transform called batch after
-// batch): 4 bytes a feature, rebuilt in about as long as 3 of a 200,000-row batch's 100 ms.
-std::shared_ptr<const std::vector<uint32_t>> packed_columns(const SrpGen& g, int64_t d) {
+// batch): rebuilt in a few percent of a 200,000-row batch's time.
+std::shared_ptr<const PackedColumns> packed_columns(const SrpGen& g, int64_t d) {
     static std::mutex mu;
     static std::vector<double> last_key;
-    static std::shared_ptr<const std::vector<uint32_t>> last;
+    static std::shared_ptr<const PackedColumns> last;
     std::vector<double> key{double(g.seed >> 32), double(g.seed & 0xFFFFFFFFu), double(g.k),
                             double(g.mode), double(g.thr53 >> 32), double(g.thr53 & 0xFFFFFFFFu),
                             double(d)};
@@ -128,57 +163,11 @@ std::shared_ptr<const std::vector<uint32_t>> packed_columns(const SrpGen& g, int
         std::lock_guard<std::mutex> lock(mu);
         if (last && key == last_key) return last;
     }
-    auto tab = std::make_shared<const std::vector<uint32_t>>(build_packed_columns(g, d));
+    auto cols = std::make_shared<const PackedColumns>(build_packed_columns(g, d));
     std::lock_guard<std::mutex> lock(mu);
     last_key = std::move(key);
-    last = tab;
-    return tab;
-}
-
-template <class T>
-void srp_sparse_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t r0, int64_t r1,
-                       const SrpGen& g, T scale, const uint32_t* tab, T* out) {
-    constexpr int64_t kAhead = 32;  // table lines requested this many entries early (last-level-cache latency)
-    const rng::Keys keys(g.seed);
-    std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, rng::max_column(g))));
-    std::vector<uint8_t> neg(idx.size());
-    std::vector<int64_t> hit_e;
-    std::vector<uint32_t> hit_code;
-    const int64_t k = g.k, e_end = xptr[r1];
-    std::vector<T> row(static_cast<size_t>(k));  // the row is summed in L1, then streamed out
-    for (int64_t r = r0; r < r1; ++r) {
-        T* y = row.data();
-        std::fill(y, y + k, T(0));
-        const int64_t e0 = xptr[r], e1 = xptr[r + 1];
-        // A branch-free pass keeps the entries whose column is not empty (about a fifth at "auto"
-        // density: a branch per entry would mispredict), then those are applied in stored order.
-        hit_e.resize(static_cast<size_t>(e1 - e0));
-        hit_code.resize(hit_e.size());
-        int64_t m = 0;
-        for (int64_t e = e0; e < e1; ++e) {
-            if (e + kAhead < e_end) __builtin_prefetch(tab + xind[e + kAhead]);
-            const uint32_t code = tab[xind[e]];
-            hit_e[static_cast<size_t>(m)] = e;
-            hit_code[static_cast<size_t>(m)] = code;
-            m += (code & 3u) != 0;
-        }
-        for (int64_t h = 0; h < m; ++h) {
-            const int64_t e = hit_e[static_cast<size_t>(h)];
-            const uint32_t code = hit_code[static_cast<size_t>(h)];
-            const uint32_t c = code & 3u;
-            const T v = xval[e];
-            if (c == 3) {
-                const int64_t n = rng::column(g, keys, xind[e], idx.data(), neg.data());
-                for (int64_t q = 0; q < n; ++q) y[idx[q]] += v * (neg[q] ? -scale : scale);
-                continue;
-            }
-            for (uint32_t q = 0; q < c; ++q) {
-                const uint32_t ent = (code >> (2 + 15 * q)) & 0x7FFFu;
-                y[ent & 0x3FFFu] += v * ((ent >> 14) ? -scale : scale);
-            }
-        }
-        stream_copy(out + (r - r0) * k, y, k * static_cast<int64_t>(sizeof(T)));
-    }
+    last = cols;
+    return cols;
 }
 
 }  // namespace
@@ -187,20 +176,22 @@ template <class T>
 void srp_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n, int64_t d,
                 const SrpGen& g, T scale, T* out) {
     const int64_t rows = 1024;
-    if (g.mode == 1 && g.k <= kPackedRows && n > 0 && xptr[n] >= d) {
-        const auto tab = packed_columns(g, d);
+    bool short_rows = true;  // the packed kernel keeps a row's hit offsets in 32 bits
+    for (int64_t r = 0; r < n; ++r) short_rows &= xptr[r + 1] - xptr[r] < (int64_t(1) << 31) - 8;
+    if (g.mode == 1 && g.k <= kPackedRows && n > 0 && xptr[n] >= d && short_rows) {
+        const auto cols = packed_columns(g, d);
+        const SrpPacked p = cols->view();
+        auto fn = Kern<T>::packed();
         parallel_for(ceil_div(n, rows), [&](int64_t t) {
             const int64_t r0 = t * rows;
-            srp_sparse_packed(xptr, xind, xval, r0, std::min(n, r0 + rows), g, scale, tab->data(),
-                              out + r0 * g.k);
+            fn(xptr + r0, xind, xval, std::min(rows, n - r0), d, g, p, scale, out + r0 * g.k);
         });
-        stream_fence();
         return;
     }
     auto fn = Kern<T>::srp();
     parallel_for(ceil_div(n, rows), [&](int64_t t) {
         const int64_t r0 = t * rows;
-        fn(xptr + r0, xind, xval, std::min(rows, n - r0), g, scale, out + r0 * g.k);
+        fn(xptr + r0, xind, xval, std::min(rows, n - r0), d, g, scale, out + r0 * g.k);
     });
 }
 

@@ -21,6 +21,23 @@ struct SrpGen {
     int64_t ncdf;
 };
 
+// R's columns precomputed for srp_sparse (built by the driver for a generator and d features, when
+// X has at least as many stored entries as features). Only the non-empty columns (about 1 in 5 at
+// "auto" density) have a code, in feature order, so the table is about a quarter of a table of
+// every feature (1 MiB instead of 4 for 2^20 features) and stays in cache while X streams past.
+// Per 64 features, three 32-bit words: the bitmap of the non-empty columns (low half, high half)
+// and the rank (non-empty columns before this group), so a hit's bit and rank share a cache line:
+//   words[3 (j / 64) + (j / 32) % 2] bit j % 32     column j has entries
+//   words[3 (j / 64) + 2]                           non-empty columns before feature 64 (j / 64)
+//   code[slot]                  count (1, 2; 3: more, expanded from the generator) in bits 0-1,
+//                               then two entries (negative << 14 | row) of 15 bits each; a
+//                               one-entry column's second entry is row k (a spare, discarded)
+// (k < 2^14), where column j's slot is its group's rank plus the set bits below j in the group.
+struct SrpPacked {
+    const uint32_t* words;
+    const uint32_t* code;
+};
+
 enum FastrpBase : int { kFastrpAccumulate = 0, kFastrpZero = 1, kFastrpPending = 2 };
 
 struct ProjectionKernels {
@@ -39,12 +56,20 @@ struct ProjectionKernels {
     void (*csr_sparse_f64)(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n,
                            const int64_t* cptr, const int32_t* cind, const double* cval, int64_t k,
                            double* out);
-    // As csr_sparse with Ct = R^T generated on the fly from g (values +-scale): the same numbers
-    // as csr_sparse on the table srp_columns builds.
+    // As csr_sparse with Ct = R^T generated on the fly from g (values +-scale), for X with d
+    // columns: the same numbers as csr_sparse on the table srp_columns builds. X's column ids and
+    // values are checked as they are read: an id outside [0, d) or a NaN/inf value throws
+    // std::invalid_argument.
     void (*srp_sparse_f32)(const int64_t* xptr, const int32_t* xind, const float* xval, int64_t n,
-                           const SrpGen& g, float scale, float* out);
+                           int64_t d, const SrpGen& g, float scale, float* out);
     void (*srp_sparse_f64)(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n,
-                           const SrpGen& g, double scale, double* out);
+                           int64_t d, const SrpGen& g, double scale, double* out);
+    // srp_sparse on the packed table p of the same generator (the same numbers, the same checks).
+    // Every row has fewer than 2^31 stored entries.
+    void (*srp_packed_f32)(const int64_t* xptr, const int32_t* xind, const float* xval, int64_t n,
+                           int64_t d, const SrpGen& g, const SrpPacked& p, float scale, float* out);
+    void (*srp_packed_f64)(const int64_t* xptr, const int32_t* xind, const double* xval, int64_t n,
+                           int64_t d, const SrpGen& g, const SrpPacked& p, double scale, double* out);
     // FastRP start for nodes u in [u0, u1): prev[u] = initial vector (srp_rng.hpp, key = stream 4,
     // entries +-float(sqrt(3 / dim) * node_scale[u]); node_scale null: 1), and unless out is null,
     // out[u] = si * normalize(prev[u]) (zeros when si == 0 or the vector is zero).

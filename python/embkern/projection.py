@@ -126,29 +126,32 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains NaN or inf (Input contains NaN or infinity)")
 
 
-def _as_csr(x: Any, name: str, dtype=None):
-    """(indptr int64, indices int32, data float, shape) of a scipy sparse matrix in CSR form."""
+def _as_csr(x: Any, name: str, dtype=None, *, check_entries: bool = True):
+    """(indptr int64, indices int32, data float, shape) of a scipy sparse matrix in CSR form.
+
+    check_entries=False leaves the finiteness and column-range scans to a kernel that checks the
+    entries as it reads them (the compiled srp_sparse), instead of two more passes over X here."""
     m = x.tocsr()
     if m.dtype.kind == "c":
         raise ValueError(f"Complex data not supported: {name} has dtype {m.dtype}")
     if m.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be numeric, got dtype {m.dtype}")
     dt = _float_dtype(m.dtype) if dtype is None else np.dtype(dtype)
-    data = np.ascontiguousarray(m.data, dtype=dt)
-    _check_finite(data, name)
     n, d = m.shape
     indptr = np.ascontiguousarray(m.indptr, dtype=np.int64)
-    indices = m.indices
+    nnz = int(indptr[-1]) if len(indptr) else 0
+    indices, data = m.indices[:nnz], np.ascontiguousarray(m.data[:nnz], dtype=dt)
+    if check_entries:
+        _check_finite(data, name)
     if indices.dtype != np.int32:
         if d > np.iinfo(np.int32).max:
             raise ValueError(f"{name} has {d} columns; at most 2**31 - 1 are supported")
+        if nnz and (indices.min() < 0 or indices.max() >= d):  # before int32 would wrap them
+            raise ValueError(f"{name} has column indices outside [0, {d})")
         indices = indices.astype(np.int32)
-    indices = np.ascontiguousarray(indices)
-    nnz = int(indptr[-1]) if len(indptr) else 0
-    if nnz != len(indices):
-        indices, data = indices[:nnz], data[:nnz]
-    if nnz and (indices.min() < 0 or indices.max() >= d):
+    elif check_entries and nnz and (indices.min() < 0 or indices.max() >= d):
         raise ValueError(f"{name} has column indices outside [0, {d})")
+    indices = np.ascontiguousarray(indices)
     return indptr, indices, data, (n, d)
 
 
@@ -493,7 +496,9 @@ class SparseRandomProjection:
             return self._transform_cuda(X)
         sparse = _is_sparse(X)
         if sparse:
-            xptr, xind, xval, shape = _as_csr(X, "X")
+            # the compiled srp_sparse checks X's entries itself, as it reads them
+            kernel_checks = self._explicit is None and _d.choose_backend(backend) == "cpu"
+            xptr, xind, xval, shape = _as_csr(X, "X", check_entries=not kernel_checks)
             dtype = xval.dtype
         else:
             arr = _validate_dense(X, "X")
