@@ -33,7 +33,7 @@ inline void store_tile(const T* tile, int64_t mv, int64_t nv, T* const* crows, i
 
 template <class T, int NR>
 void gemm_generic(const T* ap, int64_t m, const T* bp, int64_t bstride, int64_t n, int64_t kc,
-                  T* const* crows, int64_t c0, const T* bias, bool acc, bool /*stream*/) {
+                  T* const* crows, int64_t c0, const T* bias, bool acc) {
     constexpr int MR = static_cast<int>(kLrMR);
     const int64_t npanels = (n + NR - 1) / NR, ntiles = (m + MR - 1) / MR;
     for (int64_t p = 0; p < npanels; ++p) {

@@ -15,6 +15,12 @@
 // embkern's threads with the BLAS held at one thread (threadpoolctl). Without scipy/threadpoolctl, or for small layers,
 // lora_linear is fused end to end on our kernel.
 //
+// Stores: results are written with ordinary stores. Non-temporal stores of the final output (an
+// earlier choice, for outputs of 32 MiB and more) measured 15-25 % slower at 1 and 2 threads once
+// outputs came from the output cache (bindings/output_pool.hpp): six row streams of 64-byte
+// pieces drain poorly through the write-combining buffers, where cached stores overlap the
+// write-back with the next tiles' FMAs.
+//
 // Blocking (per dtype): row blocks of up to MB rows are the parallel tasks; the inner dimension
 // is cut into KC-long blocks; for each block the rows' A panel (MB x KC) is packed once
 // [tile][k][6] and swept against every packed B panel [panel][k][NR]. B operands (weights,
@@ -23,7 +29,6 @@
 #include "lowrank/lowrank.hpp"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -160,7 +165,7 @@ struct Scratch {
 // packed. The inner dimension is walked in KC blocks; only the last block adds the bias.
 template <class T>
 void product(const T* const* arows, int64_t m, const Packed<T>& b, T* const* crows, bool acc,
-             const T* bias, Scratch<T>& sc, bool stream = false) {
+             const T* bias, Scratch<T>& sc) {
     const int64_t K = b.k, N = b.n;
     if (m == 0 || N == 0) return;
     if (K == 0) {
@@ -178,7 +183,7 @@ void product(const T* const* arows, int64_t m, const Packed<T>& b, T* const* cro
         pack_a(arows, m, k0, kc, ap, std::min(Kern<T>::KC, K - k0 - kc));
         const bool last = k0 + kc >= K;
         gemm(ap, m, b.panels() + k0 * Kern<T>::NR, b.stride(), N, kc, crows, 0,
-             last ? bias : nullptr, acc || k0 > 0, stream && last);
+             last ? bias : nullptr, acc || k0 > 0);
     }
 }
 
@@ -235,25 +240,20 @@ void lora_linear(const T* x, int64_t M, int64_t K, const T* w, int64_t N, const 
             T* apk = sc.a_block(m, kc);
             pack_a(xr.data(), m, k0, kc, apk, std::min(Kern<T>::KC, K - k0 - kc));
             const bool acc = k0 > 0;
-            gemm(apk, m, ap.panels() + k0 * Kern<T>::NR, ap.stride(), r, kc, tr.data(), 0, nullptr, acc, false);
-            gemm(apk, m, wp.panels() + k0 * Kern<T>::NR, wp.stride(), N, kc, yr.data(), 0, nullptr, acc, false);
+            gemm(apk, m, ap.panels() + k0 * Kern<T>::NR, ap.stride(), r, kc, tr.data(), 0, nullptr, acc);
+            gemm(apk, m, wp.panels() + k0 * Kern<T>::NR, wp.stride(), N, kc, yr.data(), 0, nullptr, acc);
         }
         // y += t (scale b)^T (+ bias) while this block is still in cache.
         product(tcr.data(), m, bp, yr.data(), true, bias, sc);
     });
 }
 
-// Outputs this large are written with non-temporal stores where they are final: they cannot stay
-// in cache anyway, and bypassing it saves the read-for-ownership of every output line.
-constexpr int64_t kStreamBytes = int64_t(32) << 20;
-
 namespace {
 
 template <class T>
 void lowrank_impl(const T* x, int64_t M, int64_t K, const T* u, int64_t N, const T* v, int64_t r,
-                  const T* s, const T* bias, T* y, bool allow_stream) {
+                  const T* s, const T* bias, T* y) {
     if (M == 0 || N == 0) return;
-    const bool stream = allow_stream && M * N * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
     Packed<T> vp, up;
     pack_into(vp, v, r, K, nullptr, nullptr, false);
     pack_into(up, u, N, r, s, nullptr, true);
@@ -269,7 +269,7 @@ void lowrank_impl(const T* x, int64_t M, int64_t K, const T* u, int64_t N, const
         row_pointers(static_cast<const T*>(t.data()), 0, m, r, tcr);
         Scratch<T> sc;
         product(xr.data(), m, vp, tr.data(), false, static_cast<const T*>(nullptr), sc);
-        product(tcr.data(), m, up, yr.data(), false, bias, sc, stream);
+        product(tcr.data(), m, up, yr.data(), false, bias, sc);
     });
 }
 
@@ -282,7 +282,7 @@ void lora_linear_blas(const T* x, int64_t M, int64_t K, const T* w, int64_t N, c
                           const T*, const int*, const T*, const int*, const T*, T*, const int*);
     if (M == 0 || N == 0) return;
     const std::vector<T> s(static_cast<size_t>(r), scale);
-    lowrank_impl<T>(x, M, K, b, N, a, r, s.data(), bias, y, false);  // y = scale (x a^T) b^T + bias; BLAS re-reads it
+    lowrank_impl<T>(x, M, K, b, N, a, r, s.data(), bias, y);  // y = scale (x a^T) b^T + bias; BLAS re-reads it
     if (K == 0) return;
     // Fixed row blocks, one single-threaded BLAS call each (the caller holds the BLAS at one
     // thread) on embkern's threads: OpenBLAS's own threading splits rows by thread count, which
@@ -301,7 +301,7 @@ void lora_linear_blas(const T* x, int64_t M, int64_t K, const T* w, int64_t N, c
 template <class T>
 void lowrank_linear(const T* x, int64_t M, int64_t K, const T* u, int64_t N, const T* v, int64_t r,
                     const T* s, const T* bias, T* y) {
-    lowrank_impl<T>(x, M, K, u, N, v, r, s, bias, y, true);
+    lowrank_impl<T>(x, M, K, u, N, v, r, s, bias, y);
 }
 
 template <class T>
@@ -417,7 +417,6 @@ void multi_lora_linear(const T* x, int64_t M, int64_t K, const T* w, int64_t N, 
         for (int64_t s = start[q]; s < start[q + 1]; s += mb)
             tasks.push_back({q, s, std::min(mb, start[q + 1] - s)});
     const bool acc = w != nullptr;
-    const bool stream = !acc && M * N * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
     parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t ti) {
         const Task tk = tasks[ti];
         std::vector<const T*> xr(static_cast<size_t>(tk.m)), tcr;
@@ -431,7 +430,7 @@ void multi_lora_linear(const T* x, int64_t M, int64_t K, const T* w, int64_t N, 
         row_pointers(static_cast<const T*>(t.data()), 0, tk.m, r, tcr);
         Scratch<T> sc;
         product(xr.data(), tk.m, ap[tk.q], tr.data(), false, static_cast<const T*>(nullptr), sc);
-        product(tcr.data(), tk.m, bp[tk.q], yr.data(), acc, acc ? nullptr : bias, sc, stream);
+        product(tcr.data(), tk.m, bp[tk.q], yr.data(), acc, acc ? nullptr : bias, sc);
     });
 }
 

@@ -25,13 +25,10 @@ struct LowrankKernels {
     // For rows i < m and columns j < n:
     //   C[i][c0 + j] = (acc ? C[i][c0 + j] + s : s) (+ bias[j] when bias), s = sum_{k<kc} A[i][k] B[j][k]
     // ap: ceil(m / MR) packed tiles of kc * MR; bp: ceil(n / NR) panels, panel p at bp + p * bstride.
-    // stream: C is final and large; aligned full tiles may bypass the cache (non-temporal stores).
     void (*gemm_f32)(const float* ap, int64_t m, const float* bp, int64_t bstride, int64_t n,
-                     int64_t kc, float* const* crows, int64_t c0, const float* bias, bool acc,
-                     bool stream);
+                     int64_t kc, float* const* crows, int64_t c0, const float* bias, bool acc);
     void (*gemm_f64)(const double* ap, int64_t m, const double* bp, int64_t bstride, int64_t n,
-                     int64_t kc, double* const* crows, int64_t c0, const double* bias, bool acc,
-                     bool stream);
+                     int64_t kc, double* const* crows, int64_t c0, const double* bias, bool acc);
     // Packs rows [0, m) of an A operand (row pointers; columns [k0, k0 + kc)) into ceil(m / MR)
     // tiles [kk][MR] (rows past m zero) and prefetches the next `next` columns of each row.
     // ap needs ceil(m / MR) * MR * kc + 8 elements (the SIMD form writes 8 at a time).

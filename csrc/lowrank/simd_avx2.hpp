@@ -27,7 +27,6 @@ struct F32 {
     static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
     static R add(R a, R b) { return _mm256_add_ps(a, b); }
     static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
-    static void stream(T* p, R v) { _mm256_stream_ps(p, v); }
 };
 
 struct F64 {
@@ -40,7 +39,6 @@ struct F64 {
     static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
     static R add(R a, R b) { return _mm256_add_pd(a, b); }
     static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
-    static void stream(T* p, R v) { _mm256_stream_pd(p, v); }
 };
 
 #define EMBKERN_LR_ROW(i)                        \
@@ -50,8 +48,7 @@ struct F64 {
 
 template <class V>
 void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t bstride, int64_t n,
-          int64_t kc, typename V::T* const* crows, int64_t c0, const typename V::T* bias, bool acc,
-          bool stream) {
+          int64_t kc, typename V::T* const* crows, int64_t c0, const typename V::T* bias, bool acc) {
     using T = typename V::T;
     using R = typename V::R;
     constexpr int NR = 2 * V::W;
@@ -99,13 +96,8 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
             v0 = V::add(v0, V::load(bias_p));                                \
             v1 = V::add(v1, V::load(bias_p + V::W));                         \
         }                                                                    \
-        if (stream && (reinterpret_cast<uintptr_t>(c) & 31) == 0) {          \
-            V::stream(c, v0);                                                \
-            V::stream(c + V::W, v1);                                         \
-        } else {                                                             \
-            V::store(c, v0);                                                 \
-            V::store(c + V::W, v1);                                          \
-        }                                                                    \
+        V::store(c, v0);                                                     \
+        V::store(c + V::W, v1);                                              \
     }
                 EMBKERN_LR_STORE(0)
                 EMBKERN_LR_STORE(1)
@@ -142,7 +134,6 @@ void gemm(const typename V::T* ap, int64_t m, const typename V::T* bp, int64_t b
         for (int64_t p = 0; p < npanels; ++p)
             for (int64_t t = 0; t < ntiles; ++t) tile(p, t);
     }
-    if (stream) _mm_sfence();  // order the non-temporal stores before the task completes
 }
 #undef EMBKERN_LR_ROW
 
