@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -42,6 +43,11 @@ struct HugeArray {
     HugeArray(const HugeArray&) = delete;
     HugeArray& operator=(const HugeArray&) = delete;
     HugeArray(HugeArray&& o) noexcept : ptr(o.ptr), count(o.count) { o.ptr = nullptr; o.count = 0; }
+    HugeArray& operator=(HugeArray&& o) noexcept {
+        std::swap(ptr, o.ptr);
+        std::swap(count, o.count);
+        return *this;
+    }
     ~HugeArray() { std::free(ptr); }
     T* data() { return ptr; }
     const T* data() const { return ptr; }

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "common/dispatch.hpp"
+#include "common/huge_alloc.hpp"
 #include "common/parallel.hpp"
 
 namespace embkern::lowrank {
@@ -62,21 +63,16 @@ struct Kern<double> {
 // A packed B operand: n rows of k (row-major, as weights are stored) laid out as
 // ceil(n / NR) panels [k][NR], padded with zeros.
 // A buffer whose start is 64-byte aligned (malloc's 16-byte alignment would split every other
-// 32-byte panel load across two cache lines).
+// 32-byte panel load across two cache lines), left uninitialised: the packing routines write
+// every element the kernels read, padding included.
 template <class T>
 struct Aligned {
-    std::vector<T> raw;
-    T* ptr = nullptr;
-    size_t size = 0;
+    HugeArray<T> buf;
     void resize(size_t n) {
-        if (n <= size) return;
-        raw.assign(n + 64 / sizeof(T), T(0));
-        const uintptr_t a = reinterpret_cast<uintptr_t>(raw.data());
-        ptr = raw.data() + ((64 - a % 64) % 64) / sizeof(T);
-        size = n;
+        if (n > buf.size()) buf = HugeArray<T>(n);
     }
-    T* data() { return ptr; }
-    const T* data() const { return ptr; }
+    T* data() { return buf.data(); }
+    const T* data() const { return buf.data(); }
 };
 
 template <class T>
