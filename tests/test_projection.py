@@ -479,14 +479,15 @@ def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdens
     np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [3, 400])  # X smaller / not smaller than R: both kernels
 @pytest.mark.parametrize("problem", ["nan", "inf", "id", "negative id"])
-def test_transform_checks_entries_in_the_kernel(backend, rows, problem):
+def test_transform_checks_entries_in_the_kernel(backend, rows, problem, dtype):
     """The compiled srp_sparse checks X's ids and values as it reads them (no scans before the
     call); every backend raises the same ValueError, wherever in X the bad entry is."""
     rng = np.random.default_rng(rows)
     d = 300
-    x = sp.random(rows, d, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    x = sp.random(rows, d, density=0.05, format="csr", random_state=rng, dtype=dtype)
     est = P.SparseRandomProjection(16, seed=1).fit(x)
     last = x.nnz - 1
     indices, data = x.indices.copy(), x.data.copy()

@@ -1,5 +1,6 @@
-// csr_dense for the AVX2 and AVX-512 tiers, hand-written with AVX2 intrinsics (GCC 12 left the
-// 16-lane generic loop scalar). Same arithmetic as kernel.hpp lane for lane: per C entry, a
+// Projection kernels for the AVX2 and AVX-512 tiers, hand-written with AVX2 intrinsics: csr_dense,
+// FastRP propagation and srp_packed's filter (see each). csr_dense: GCC 12 left the 16-lane
+// generic loop scalar. Same arithmetic as kernel.hpp lane for lane: per C entry, a
 // broadcast of the value, one multiply and one add per 8 (float) or 4 (double) rows, in C's stored
 // order (no FMA), so results equal the scalar tier's bits.
 //   _mm256_set1_ps / _pd   broadcast the entry's value
@@ -234,6 +235,7 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
 //   _mm256_i32gather_epi32       the bitmap words of 8 column ids (SrpPacked: 3 (j / 64) + (j / 32) % 2)
 //   _mm256_sllv_epi32            each id's bit to bit 31: word << (31 - j % 32)
 //   _mm256_permutevar8x32_epi32  the hit lanes' offsets to the front
+// The row is checked on the way (as filter_hits does): ids against d, values for NaN/inf.
 struct CompressLanes {
     alignas(64) uint8_t lanes[256][8];
     constexpr CompressLanes() : lanes() {
@@ -246,13 +248,36 @@ struct CompressLanes {
 };
 inline constexpr CompressLanes kCompressLanes{};
 
-inline int64_t packed_hits(const int32_t* ind, int64_t len, const uint32_t* words, int32_t* hits) {
+// All-ones lanes where a value is NaN or inf, 8 values at a time.
+inline __m256i nonfinite8(const float* v) {
+    const __m256i e = _mm256_set1_epi32(0x7F800000);
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+    return _mm256_cmpeq_epi32(_mm256_and_si256(b, e), e);
+}
+inline __m256i nonfinite8(const double* v) {
+    const __m256i e = _mm256_set1_epi64x(0x7FF0000000000000ll);
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 4));
+    return _mm256_or_si256(_mm256_cmpeq_epi64(_mm256_and_si256(b0, e), e),
+                           _mm256_cmpeq_epi64(_mm256_and_si256(b1, e), e));
+}
+
+// Ids are clamped to d - 1 before the gather (a lane that changed marks the row bad), so a bad id
+// never reads outside the bitmap.
+template <class T>
+int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
+                    int32_t* hits) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i low5 = _mm256_set1_epi32(31);
     const __m256i one = _mm256_set1_epi32(1);
+    const __m256i last = _mm256_set1_epi32(static_cast<int>(d - 1));
+    __m256i clamped = _mm256_setzero_si256(), nonfinite = _mm256_setzero_si256();
     int64_t m = 0, e = 0;
     for (; e + 8 <= len; e += 8) {
-        const __m256i j = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ind + e));
+        const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ind + e));
+        const __m256i j = _mm256_min_epu32(id, last);
+        clamped = _mm256_or_si256(clamped, _mm256_xor_si256(j, id));
+        nonfinite = _mm256_or_si256(nonfinite, nonfinite8(val + e));
         const __m256i group = _mm256_srli_epi32(j, 6);
         const __m256i word = _mm256_add_epi32(_mm256_add_epi32(group, _mm256_add_epi32(group, group)),
                                               _mm256_and_si256(_mm256_srli_epi32(j, 5), one));
@@ -265,15 +290,20 @@ inline int64_t packed_hits(const int32_t* ind, int64_t len, const uint32_t* word
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(hits + m), _mm256_permutevar8x32_epi32(off, perm));
         m += __builtin_popcount(static_cast<unsigned>(mask));
     }
-    return m + projection_generic::packed_hits(ind + e, len - e, words, hits + m, e);
+    uint32_t bad_id = !_mm256_testz_si256(clamped, clamped);
+    uint32_t bad_value = !_mm256_testz_si256(nonfinite, nonfinite);
+    m += projection_generic::filter_hits(ind + e, val + e, len - e, d, words, hits + m, e, bad_id, bad_value);
+    if (bad_id) projection_generic::throw_bad_ids(d);
+    if (bad_value) projection_generic::throw_bad_values();
+    return m;
 }
 
 inline void register_dense_avx2(ProjectionKernels& t) {
     t.csr_dense_f32 = &csr_dense<F32>;
     t.csr_dense_f64 = &csr_dense<F64>;
     t.fastrp_propagate = &fastrp_propagate;
-    t.srp_packed_f32 = &projection_generic::srp_packed<float, packed_hits>;
-    t.srp_packed_f64 = &projection_generic::srp_packed<double, packed_hits>;
+    t.srp_packed_f32 = &projection_generic::srp_packed<float, packed_hits<float>>;
+    t.srp_packed_f64 = &projection_generic::srp_packed<double, packed_hits<double>>;
 }
 
 }  // namespace projection_avx2

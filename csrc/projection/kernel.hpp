@@ -84,22 +84,40 @@ void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
     }
 }
 
-// X is validated where it is read, instead of in passes of its own over all of it (a min/max of the
-// ids and a finiteness scan cost a quarter of the packed kernel).
+// X is validated where it is read, instead of in passes of its own over all of it before the call:
+// a column id outside [0, d) or a NaN/inf value is an std::invalid_argument (a ValueError).
+[[noreturn]] inline void throw_bad_ids(int64_t d) {
+    throw std::invalid_argument("X has column indices outside [0, " + std::to_string(d) + ")");
+}
+[[noreturn]] inline void throw_bad_values() {
+    throw std::invalid_argument("X contains NaN or inf (Input contains NaN or infinity)");
+}
+
+template <class T>
+using FloatBits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+template <class T>
+constexpr FloatBits<T> kExponent = sizeof(T) == 4 ? FloatBits<T>(0x7F800000u)
+                                                  : FloatBits<T>(0x7FF0000000000000ull);
+
+// 1 when some value is NaN or inf (all exponent bits set).
+template <class T>
+uint32_t any_nonfinite(const T* val, int64_t len) {
+    uint32_t bad = 0;
+    for (int64_t e = 0; e < len; ++e) {
+        FloatBits<T> b;
+        std::memcpy(&b, val + e, sizeof b);
+        bad |= (b & kExponent<T>) == kExponent<T>;
+    }
+    return bad;
+}
+
 template <class T>
 void check_row(const int32_t* ind, const T* val, int64_t len, int64_t d) {
-    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    constexpr Bits kExp = sizeof(T) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
     const uint32_t lim = static_cast<uint32_t>(d);
-    uint32_t bad_id = 0, bad_value = 0;
+    uint32_t bad_id = 0;
     for (int64_t e = 0; e < len; ++e) bad_id |= static_cast<uint32_t>(ind[e]) >= lim;
-    for (int64_t e = 0; e < len; ++e) {
-        Bits b;
-        std::memcpy(&b, val + e, sizeof b);
-        bad_value |= (b & kExp) == kExp;
-    }
-    if (bad_id) throw std::invalid_argument("X has column indices outside [0, " + std::to_string(d) + ")");
-    if (bad_value) throw std::invalid_argument("X contains NaN or inf (Input contains NaN or infinity)");
+    if (bad_id) throw_bad_ids(d);
+    if (any_nonfinite(val, len)) throw_bad_values();
 }
 
 template <class T>
@@ -230,15 +248,33 @@ inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const
 
 // srp_packed's filter, one entry at a time (branch-free: about a fifth of the entries hit at "auto"
 // density, so a branch would mispredict): writes the offsets e in [0, len) whose column is
-// non-empty to hits (room for len + 8, offsets counted from `first`) and returns their count.
-inline int64_t packed_hits(const int32_t* ind, int64_t len, const uint32_t* words, int32_t* hits,
-                           int64_t first = 0) {
+// non-empty to hits (room for len + 8, offsets counted from `first`) and returns their count. It
+// checks the row as it goes: bad_id / bad_value become 1 for an id outside [0, d) (read as id 0)
+// or a NaN/inf value.
+template <class T>
+int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
+                    int32_t* hits, int64_t first, uint32_t& bad_id, uint32_t& bad_value) {
+    const uint32_t lim = static_cast<uint32_t>(d);
     int64_t m = 0;
     for (int64_t e = 0; e < len; ++e) {
         const uint32_t j = static_cast<uint32_t>(ind[e]);
+        const uint32_t ok = j < lim;
+        const uint32_t jc = j & (0u - ok);
+        bad_id |= ok ^ 1u;
         hits[m] = static_cast<int32_t>(first + e);
-        m += (words[3 * (j >> 6) + ((j >> 5) & 1)] >> (j & 31)) & 1u;
+        m += (words[3 * (jc >> 6) + ((jc >> 5) & 1)] >> (jc & 31)) & ok;
     }
+    bad_value |= any_nonfinite(val, len);
+    return m;
+}
+
+template <class T>
+int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
+                    int32_t* hits) {
+    uint32_t bad_id = 0, bad_value = 0;
+    const int64_t m = filter_hits(ind, val, len, d, words, hits, 0, bad_id, bad_value);
+    if (bad_id) throw_bad_ids(d);
+    if (bad_value) throw_bad_values();
     return m;
 }
 
@@ -250,11 +286,8 @@ inline uint32_t packed_slot(const uint32_t* words, uint32_t j) {
     return w[2] + static_cast<uint32_t>(__builtin_popcountll(bits & below));
 }
 
-inline int64_t packed_hits_scalar(const int32_t* ind, int64_t len, const uint32_t* words, int32_t* hits) {
-    return packed_hits(ind, len, words, hits);
-}
-
-template <class T, int64_t (*Hits)(const int32_t*, int64_t, const uint32_t*, int32_t*) = packed_hits_scalar>
+template <class T, int64_t (*Hits)(const int32_t*, const T*, int64_t, int64_t, const uint32_t*,
+                                  int32_t*) = packed_hits<T>>
 void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n, int64_t d,
                 const SrpGen& g, const SrpPacked& p, T scale, T* out) {
     if (n <= 0) return;
@@ -270,13 +303,12 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
     auto find_hits = [&](int64_t r, int b) {
         const int64_t e0 = xptr[r], len = xptr[r + 1] - e0;
         const int32_t* ind = xind + e0;
-        check_row(ind, xval + e0, len, d);
         if (hit[b].size() < static_cast<size_t>(len + 8)) {
             hit[b].resize(static_cast<size_t>(len + 8));
             slot[b].resize(static_cast<size_t>(len + 8));
         }
         const int32_t* h = hit[b].data();
-        const int64_t m = Hits(ind, len, p.words, hit[b].data());
+        const int64_t m = Hits(ind, xval + e0, len, d, p.words, hit[b].data());
         uint32_t* s = slot[b].data();
         for (int64_t q = 0; q < m; ++q) {
             s[q] = packed_slot(p.words, static_cast<uint32_t>(ind[h[q]]));
