@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
+#if defined(__AVX__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
@@ -17,7 +19,14 @@ namespace embkern {
 static inline void stream_copy(void* dst, const void* src, int64_t nbytes) {
     auto* d = static_cast<unsigned char*>(dst);
     const auto* s = static_cast<const unsigned char*>(src);
-#if defined(__SSE2__)
+#if defined(__AVX__)
+    int64_t j = 0;
+    const int64_t head = std::min<int64_t>(nbytes, (32 - reinterpret_cast<uintptr_t>(d) % 32) % 32);
+    std::memcpy(d, s, static_cast<size_t>(head));
+    for (j = head; j + 32 <= nbytes; j += 32)
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(d + j), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + j)));
+    std::memcpy(d + j, s + j, static_cast<size_t>(nbytes - j));
+#elif defined(__SSE2__)
     int64_t j = 0;
     const int64_t head = std::min<int64_t>(nbytes, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
     std::memcpy(d, s, static_cast<size_t>(head));
