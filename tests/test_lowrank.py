@@ -67,16 +67,20 @@ def test_lora_linear_blas_base(backend, rng, dtype, monkeypatch):
         ref = X @ W.T + 0.37 * (X @ A.T) @ B.T + Bi
         assert_close(lowrank.lora_linear(x, w, a, b, scale=0.37, bias=bias, backend=backend), ref, dtype)
     if backend == "cpu":  # the BLAS runs under embkern's thread count, which changes no bit
-        x, w, a, b = (randn(rng, s, dtype) for s in ((300, 70), (90, 70), (5, 70), (90, 5)))
-        old = embkern.get_num_threads()
-        try:
-            outs = []
-            for t in (1, 2):
-                embkern.set_num_threads(t)
-                outs.append(lowrank.lora_linear(x, w, a, b, scale=2.0, backend="cpu"))
-        finally:
-            embkern.set_num_threads(old)
-        np.testing.assert_array_equal(outs[0], outs[1])
+        # (300, 90): one BLAS block; (4100, 2050): rows and columns past the fixed block sizes
+        for m, n in ((300, 90), (4100, 2050)):
+            x, w, a, b = (randn(rng, s, dtype) for s in ((m, 70), (n, 70), (5, 70), (n, 5)))
+            X, W, A, B = f64(x, w, a, b)
+            old = embkern.get_num_threads()
+            try:
+                outs = []
+                for t in (1, 2):
+                    embkern.set_num_threads(t)
+                    outs.append(lowrank.lora_linear(x, w, a, b, scale=2.0, backend="cpu"))
+            finally:
+                embkern.set_num_threads(old)
+            np.testing.assert_array_equal(outs[0], outs[1])
+            assert_close(outs[0], X @ W.T + 2.0 * (X @ A.T) @ B.T, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
