@@ -1,5 +1,6 @@
 // pybind11 glue of the projection family: shape checks that keep a direct call from reading out of
-// bounds, GIL release, result allocation. embkern.projection validates first (values, ranges).
+// bounds, GIL release, result allocation. embkern.projection validates first (values, ranges),
+// except X's entries for srp_sparse: its kernels check those as they read them.
 #include <string>
 #include <vector>
 
