@@ -16,26 +16,33 @@
 
 namespace embkern {
 
+// One non-temporal store of the widest vector this translation unit may use.
+#if defined(__AVX__)
+constexpr int64_t kStreamBytes = 32;
+static inline void stream_piece(unsigned char* d, const unsigned char* s) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(d), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
+}
+#elif defined(__SSE2__)
+constexpr int64_t kStreamBytes = 16;
+static inline void stream_piece(unsigned char* d, const unsigned char* s) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+}
+#else
+constexpr int64_t kStreamBytes = 16;
+static inline void stream_piece(unsigned char* d, const unsigned char* s) {
+    std::memcpy(d, s, 16);  // no streaming stores on this target: a plain copy
+}
+#endif
+
 static inline void stream_copy(void* dst, const void* src, int64_t nbytes) {
     auto* d = static_cast<unsigned char*>(dst);
     const auto* s = static_cast<const unsigned char*>(src);
-#if defined(__AVX__)
-    int64_t j = 0;
-    const int64_t head = std::min<int64_t>(nbytes, (32 - reinterpret_cast<uintptr_t>(d) % 32) % 32);
+    const int64_t head = std::min<int64_t>(
+        nbytes, (kStreamBytes - static_cast<int64_t>(reinterpret_cast<uintptr_t>(d) % kStreamBytes)) % kStreamBytes);
     std::memcpy(d, s, static_cast<size_t>(head));
-    for (j = head; j + 32 <= nbytes; j += 32)
-        _mm256_stream_si256(reinterpret_cast<__m256i*>(d + j), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + j)));
+    int64_t j = head;
+    for (; j + kStreamBytes <= nbytes; j += kStreamBytes) stream_piece(d + j, s + j);
     std::memcpy(d + j, s + j, static_cast<size_t>(nbytes - j));
-#elif defined(__SSE2__)
-    int64_t j = 0;
-    const int64_t head = std::min<int64_t>(nbytes, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
-    std::memcpy(d, s, static_cast<size_t>(head));
-    for (j = head; j + 16 <= nbytes; j += 16)
-        _mm_stream_si128(reinterpret_cast<__m128i*>(d + j), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + j)));
-    std::memcpy(d + j, s + j, static_cast<size_t>(nbytes - j));
-#else
-    std::memcpy(d, s, static_cast<size_t>(nbytes));
-#endif
 }
 
 static inline void stream_fence() {
