@@ -143,15 +143,13 @@ def _as_csr(x: Any, name: str, dtype=None, *, check_entries: bool = True):
     indices, data = m.indices[:nnz], np.ascontiguousarray(m.data[:nnz], dtype=dt)
     if check_entries:
         _check_finite(data, name)
-    if indices.dtype != np.int32:
-        if d > np.iinfo(np.int32).max:
-            raise ValueError(f"{name} has {d} columns; at most 2**31 - 1 are supported")
-        if nnz and (indices.min() < 0 or indices.max() >= d):  # before int32 would wrap them
-            raise ValueError(f"{name} has column indices outside [0, {d})")
-        indices = indices.astype(np.int32)
-    elif check_entries and nnz and (indices.min() < 0 or indices.max() >= d):
+    narrowed = indices.dtype != np.int32
+    if narrowed and d > np.iinfo(np.int32).max:
+        raise ValueError(f"{name} has {d} columns; at most 2**31 - 1 are supported")
+    # wider ids are checked before int32 could wrap them (2**32 + 5 must not become 5)
+    if (check_entries or narrowed) and nnz and (indices.min() < 0 or indices.max() >= d):
         raise ValueError(f"{name} has column indices outside [0, {d})")
-    indices = np.ascontiguousarray(indices)
+    indices = np.ascontiguousarray(indices, dtype=np.int32)
     return indptr, indices, data, (n, d)
 
 
