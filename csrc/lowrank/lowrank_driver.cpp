@@ -16,7 +16,7 @@
 // lora_linear is fused end to end on our kernel.
 //
 // Stores: results are written with ordinary stores. Non-temporal stores of the final output (an
-// earlier choice, for outputs of 32 MiB and more) measured 15-25 % slower at 1 and 2 threads once
+// earlier choice, for outputs of 32 MiB and more) measured 4-20 % slower at 1 and 2 threads once
 // outputs came from the output cache (bindings/output_pool.hpp): six row streams of 64-byte
 // pieces drain poorly through the write-combining buffers, where cached stores overlap the
 // write-back with the next tiles' FMAs.
