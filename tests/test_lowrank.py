@@ -8,7 +8,9 @@ import embkern
 from embkern import lowrank
 
 # (leading shape, in, out, rank): batch 1, rank 1, odd sizes, tails past the 6 x 16 register
-# tile and the 256-long inner blocks, leading batch dimensions, 1-D x.
+# tile and the 256-long inner blocks, leading batch dimensions, 1-D x. The last two reach the
+# packed-A GEMM (a B block of more than 320 KiB: the base weight, a rank of 170) and the A-in-place
+# form cut into inner blocks (rank 70 over 1,500 inputs); the others read A in place in one pass.
 SHAPES = [
     ((1,), 1, 1, 1),
     ((1,), 17, 33, 1),
@@ -17,6 +19,8 @@ SHAPES = [
     ((2, 3), 64, 48, 16),
     ((150,), 300, 129, 8),
     ((), 19, 23, 2),
+    ((9,), 1500, 200, 70),
+    ((5,), 700, 40, 170),
 ]
 DTYPES = [np.float32, np.float64]
 
@@ -372,8 +376,8 @@ def test_large_results_are_independent_arrays(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_large_outputs_streamed(backend, rng, dtype):
-    """Outputs of >= 32 MiB are written with non-temporal stores where final (compiled path)."""
+def test_large_outputs(backend, rng, dtype):
+    """Outputs of tens of MiB, odd rows and a column tail past the register tile."""
     m, k, n, r = 1031, 9, 8200, 3  # odd rows, a column tail past the register tile
     x, u, v = randn(rng, (m, k), dtype), randn(rng, (n, r), dtype), randn(rng, (r, k), dtype)
     X, U, V = f64(x, u, v)

@@ -49,8 +49,8 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
     m.doc() = "embkern compiled CPU kernels (private; use the embkern package)";
     // Choose the ISA tier now, at import, so an invalid EMBKERN_ISA fails loudly here.
     embkern::kernels();
-    m.def("release_buffers", [] { embkern::bindings::output_pool::pool().clear(); },
-          "Free the cached buffers of large results that were released (see output_pool.hpp).");
+    m.def("release_buffers", [] { embkern::buffer_pool().clear(); },
+          "Free the buffers kept for reuse (see common/huge_alloc.hpp).");
     m.def("compiled_isas", &embkern::compiled_isas, "ISA tiers built into this module, narrow to wide");
     m.def("supported_isas", &embkern::supported_isas, "compiled tiers this CPU and OS can run");
     m.def("get_isa", &embkern::current_isa, "the tier whose kernels are in use");

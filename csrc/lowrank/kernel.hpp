@@ -54,6 +54,60 @@ void gemm_generic(const T* ap, int64_t m, const T* bp, int64_t bstride, int64_t 
     }
 }
 
+template <class T, int NR>
+void gemm_rows_generic(const T* const* arows, int64_t m, int64_t k0, const T* bp, int64_t bstride,
+                       int64_t n, int64_t kc, T* const* crows, int64_t c0, const T* bias, bool acc) {
+    constexpr int MR = static_cast<int>(kLrMR);
+    const int64_t npanels = (n + NR - 1) / NR, ntiles = (m + MR - 1) / MR;
+    for (int64_t t = 0; t < ntiles; ++t) {
+        const int64_t mv = std::min<int64_t>(MR, m - t * MR);
+        for (int64_t p = 0; p < npanels; ++p) {
+            const T* b = bp + p * bstride;
+            const int64_t nv = std::min<int64_t>(NR, n - p * NR);
+            T c[MR * NR] = {};
+            for (int64_t i = 0; i < mv; ++i) {
+                const T* a = arows[t * MR + i] + k0;
+                for (int64_t k = 0; k < kc; ++k)
+                    for (int j = 0; j < NR; ++j) c[i * NR + j] = c[i * NR + j] + a[k] * b[k * NR + j];
+            }
+            store_tile<T, NR>(c, mv, nv, crows + t * MR, c0 + p * NR, bias ? bias + p * NR : nullptr,
+                              acc);
+        }
+    }
+}
+
+// Packs panels [p0, p1) of b (n x k, row-major) scaled by colscale[kk] (per inner index) and
+// `scalar`: panel p holds rows p * NR .. p * NR + NR - 1 as [k][NR], zero past n. The transpose
+// goes 64 inner indices at a time so its writes stay in L1.
+template <class T, int NR>
+void pack_b_generic(const T* b, int64_t n, int64_t k, const T* colscale, const T* scalar, int64_t p0,
+                    int64_t p1, T* out) {
+    constexpr int64_t KB = 64;
+    for (int64_t p = p0; p < p1; ++p) {
+        T* dst = out + p * k * NR;
+        for (int64_t kb = 0; kb < k; kb += KB) {
+            const int64_t ke = std::min(k, kb + KB);
+            for (int64_t j = 0; j < NR; ++j) {
+                const int64_t row = p * NR + j;
+                if (row >= n) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = T(0);
+                    continue;
+                }
+                const T* src = b + row * k;
+                if (colscale && scalar) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = (src[kk] * colscale[kk]) * *scalar;
+                } else if (colscale) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = src[kk] * colscale[kk];
+                } else if (scalar) {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = src[kk] * *scalar;
+                } else {
+                    for (int64_t kk = kb; kk < ke; ++kk) dst[kk * NR + j] = src[kk];
+                }
+            }
+        }
+    }
+}
+
 template <class T, int SW>
 void spmm_generic(const T* xt, const int64_t* indptr, const int32_t* indices, const T* values,
                   int64_t n0, int64_t n1, T* out) {
@@ -104,6 +158,10 @@ inline void register_lowrank_generic(LowrankKernels& t) {
     t.pack_a_f64 = lowrank_detail::pack_a_generic<double>;
     t.gemm_f32 = lowrank_detail::gemm_generic<float, static_cast<int>(kLrNR32)>;
     t.gemm_f64 = lowrank_detail::gemm_generic<double, static_cast<int>(kLrNR64)>;
+    t.gemm_rows_f32 = lowrank_detail::gemm_rows_generic<float, static_cast<int>(kLrNR32)>;
+    t.pack_b_f32 = lowrank_detail::pack_b_generic<float, static_cast<int>(kLrNR32)>;
+    t.pack_b_f64 = lowrank_detail::pack_b_generic<double, static_cast<int>(kLrNR64)>;
+    t.gemm_rows_f64 = lowrank_detail::gemm_rows_generic<double, static_cast<int>(kLrNR64)>;
     t.spmm_f32 = lowrank_detail::spmm_generic<float, static_cast<int>(kLrSW32)>;
     t.spmm_f64 = lowrank_detail::spmm_generic<double, static_cast<int>(kLrSW64)>;
 }

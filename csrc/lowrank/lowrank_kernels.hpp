@@ -20,6 +20,9 @@ constexpr int64_t kLrNR32 = 16;  // register tile columns, float32 (two 8-lane v
 constexpr int64_t kLrNR64 = 8;   // float64 (two 4-lane vectors)
 constexpr int64_t kLrSW32 = 16;  // tokens per SpMM block, float32
 constexpr int64_t kLrSW64 = 8;   // float64
+// B blocks (kc x n) up to this size stay in L2 (512 KiB and up on current x86 and Arm cores) while
+// the row tiles sweep them: the GEMM then walks rows outer, and the driver reads A in place.
+constexpr int64_t kLrBlockL2Bytes = int64_t(320) << 10;
 
 struct LowrankKernels {
     // For rows i < m and columns j < n:
@@ -29,6 +32,15 @@ struct LowrankKernels {
                      int64_t kc, float* const* crows, int64_t c0, const float* bias, bool acc);
     void (*gemm_f64)(const double* ap, int64_t m, const double* bp, int64_t bstride, int64_t n,
                      int64_t kc, double* const* crows, int64_t c0, const double* bias, bool acc);
+    // The same product with A read in place from row pointers (columns [k0, k0 + kc) of each row)
+    // instead of a packed block: for operands used against one or few B panels, where packing
+    // would cost a full extra pass over A that no FMA overlaps.
+    void (*gemm_rows_f32)(const float* const* arows, int64_t m, int64_t k0, const float* bp,
+                          int64_t bstride, int64_t n, int64_t kc, float* const* crows, int64_t c0,
+                          const float* bias, bool acc);
+    void (*gemm_rows_f64)(const double* const* arows, int64_t m, int64_t k0, const double* bp,
+                          int64_t bstride, int64_t n, int64_t kc, double* const* crows, int64_t c0,
+                          const double* bias, bool acc);
     // Packs rows [0, m) of an A operand (row pointers; columns [k0, k0 + kc)) into ceil(m / MR)
     // tiles [kk][MR] (rows past m zero) and prefetches the next `next` columns of each row.
     // ap needs ceil(m / MR) * MR * kc + 8 elements (the SIMD form writes 8 at a time).
@@ -36,6 +48,13 @@ struct LowrankKernels {
                        int64_t next);
     void (*pack_a_f64)(const double* const* rows, int64_t m, int64_t k0, int64_t kc, double* ap,
                        int64_t next);
+    // Packs panels [p0, p1) of a B operand b (n x k, row-major), each element of inner index kk
+    // times colscale[kk] (when given) and then *scalar (when given): panel p = rows
+    // p * NR .. p * NR + NR - 1 as [k][NR] at out + p * k * NR, zeros for rows past n.
+    void (*pack_b_f32)(const float* b, int64_t n, int64_t k, const float* colscale,
+                       const float* scalar, int64_t p0, int64_t p1, float* out);
+    void (*pack_b_f64)(const double* b, int64_t n, int64_t k, const double* colscale,
+                       const double* scalar, int64_t p0, int64_t p1, double* out);
     // out[(i - n0) * SW + l] = sum_{p in row i} values[p] * xt[indices[p] * SW + l], i in [n0, n1).
     void (*spmm_f32)(const float* xt, const int64_t* indptr, const int32_t* indices,
                      const float* values, int64_t n0, int64_t n1, float* out);

@@ -78,11 +78,11 @@ def release_buffers() -> None:
     """Free the buffers embkern keeps for reuse.
 
     Large results (1 MiB and up: distance matrices, projections, FastRP's state, PQ scans, FDE
-    batches, low-rank outputs) are written into
-    buffers that earlier results of the same size released, when there are any, which skips the
-    operating system's page zeroing of fresh memory (for a 20,000 x 20,000 distance matrix, three
-    times the distance computation). At most 4 released buffers and 2 GiB are kept; each result is
-    still a fresh array owning its memory. This frees them now.
+    batches, low-rank outputs) are written into buffers that earlier results of the same size
+    released, when there are any, which skips the operating system's page zeroing of fresh memory
+    (for a 20,000 x 20,000 distance matrix, three times the distance computation); so are large
+    working buffers (packed low-rank factors, projection tables). At most 6 released buffers and
+    2 GiB are kept; each result is still a fresh array owning its memory. This frees them now.
     """
     from . import _dispatch
 

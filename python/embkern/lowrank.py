@@ -22,7 +22,8 @@ numpy input with ``backend="cuda"`` is validated and cast as for the CPU, run on
 and returned as numpy.
 
 Large results (1 MiB and up) are written into buffers that earlier results of the same size
-released, when there are any (at most 4 buffers, 2 GiB, are kept): a layer called again and again
+released, when there are any (at most 6 buffers, 2 GiB, are kept; the packed factors reuse them
+too): a layer called again and again
 then skips the operating system's page zeroing of a fresh output, which for a low-rank layer costs
 about as much as the product. Each result is still a fresh array owning its memory;
 ``embkern.release_buffers()`` frees the kept buffers.

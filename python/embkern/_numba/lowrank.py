@@ -130,16 +130,25 @@ def _multi(x, w, has_w, a, b, ids, scales, bias, has_bias):
         if q >= 0:
             order[pos[q]] = i
             pos[q] += 1
+    # one gather buffer and one product buffer for every adapter: fresh temporaries per adapter
+    # would have the OS fault in and zero twice x's size each call
+    seg = 0
+    for q in range(nad):
+        seg = max(seg, start[q + 1] - start[q])
+    xa = np.empty((seg, k), dtype=x.dtype)
+    t = np.empty((seg, a.shape[1]), dtype=x.dtype)
+    d = np.empty((seg, n), dtype=x.dtype)
     for q in range(nad):
         s0, s1 = start[q], start[q + 1]
         if s0 == s1:
             continue
-        xa = np.empty((s1 - s0, k), dtype=x.dtype)
-        for j in range(s1 - s0):
+        cnt = s1 - s0
+        for j in range(cnt):
             xa[j] = x[order[s0 + j]]
-        t = np.dot(xa, a[q].T) * scales[q]
-        d = np.dot(t, b[q].T)
-        for j in range(s1 - s0):
+        np.dot(xa[:cnt], a[q].T, t[:cnt])
+        t[:cnt] *= scales[q]
+        np.dot(t[:cnt], b[q].T, d[:cnt])
+        for j in range(cnt):
             row = order[s0 + j]
             if has_w:
                 y[row] += d[j]
