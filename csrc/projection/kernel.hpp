@@ -286,6 +286,17 @@ inline uint32_t packed_slot(const uint32_t* words, uint32_t j) {
     return w[2] + static_cast<uint32_t>(__builtin_popcountll(bits & below));
 }
 
+// y[i] += v * signed_scale[negative] for the entries (i, negative) of R's column j, from the
+// generator: srp_packed's rare columns of three or more entries, out of line so that the hot loop
+// keeps its state in registers (no call to save them around).
+template <class T>
+__attribute__((noinline, cold)) void apply_column(const SrpGen& g, const srp::Keys& keys, int64_t j,
+                                                  T v, const T* signed_scale, T* y, int32_t* idx,
+                                                  uint8_t* neg) {
+    const int64_t cnt = srp::column(g, keys, j, idx, neg);
+    for (int64_t i = 0; i < cnt; ++i) y[idx[i]] += v * signed_scale[neg[i] != 0];
+}
+
 template <class T, int64_t (*Hits)(const int32_t*, const T*, int64_t, int64_t, const uint32_t*,
                                   int32_t*) = packed_hits<T>>
 void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n, int64_t d,
@@ -326,12 +337,13 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
         const T* val = xval + xptr[r];
         const int32_t* h = hit[b].data();
         const uint32_t* s = slot[b].data();
-        for (int64_t q = 0; q < nhit[b]; ++q) {
-            const uint32_t code = p.code[s[q]];
+        const uint32_t* codes = p.code;
+        const int64_t nh = nhit[b];
+        for (int64_t q = 0; q < nh; ++q) {
+            const uint32_t code = codes[s[q]];
             const T v = val[h[q]];
-            if ((code & 3u) == 3u) {  // rare: more than two entries
-                const int64_t cnt = srp::column(g, keys, ind[h[q]], idx.data(), neg.data());
-                for (int64_t i = 0; i < cnt; ++i) y[idx[i]] += v * signed_scale[neg[i] != 0];
+            if (__builtin_expect((code & 3u) == 3u, 0)) {  // rare: more than two entries
+                apply_column(g, keys, ind[h[q]], v, signed_scale, y, idx.data(), neg.data());
                 continue;
             }
             // Always two updates, no branch on the count: a one-entry column's second entry is
