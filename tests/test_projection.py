@@ -448,8 +448,8 @@ def test_fastrp_empty_and_self_only(backend):
     (256, None, 5000, 0.02),      # "auto" density: columns of 0, 1, 2 and 3+ entries
     (256, 0.05, 3000, 0.02),      # ~13 entries a column: the packed table's overflow path
     (256, None, 40000, 0.005),    # several feature blocks: ranks carried across build tasks
-    (16383, 0.0005, 600, 0.02),   # the most components a packed entry can name (+ the spare)
-    (16384, 0.0005, 600, 0.02),   # one more: on the fly only
+    (16384, 0.0005, 600, 0.02),   # the most components a packed entry can name
+    (16385, 0.0005, 600, 0.02),   # one more: on the fly only
     (7, 0.05, 61, 0.3),           # rows shorter than a vector, two bitmap groups
 ])
 def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdensity):

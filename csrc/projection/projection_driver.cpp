@@ -93,7 +93,7 @@ void csr_sparse(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
 // on-the-fly path's.
 namespace {
 
-constexpr int64_t kPackedRows = (int64_t(1) << 14) - 1;  // rows a packed entry can name, and a spare
+constexpr int64_t kPackedRows = int64_t(1) << 14;  // components a packed entry can name (14 bits)
 
 struct PackedColumns {
     HugeArray<uint32_t> words;  // per 64 features: bitmap low, high, rank (SrpPacked)
@@ -123,7 +123,6 @@ PackedColumns build_packed_columns(const SrpGen& g, int64_t d) {
                 if (c <= 2)
                     for (int64_t e = 0; e < c; ++e)
                         code |= ((uint32_t(neg[e]) << 14) | uint32_t(idx[e])) << (2 + 15 * e);
-                if (c == 1) code |= uint32_t(g.k) << 17;  // the spare row: one entry applies as two
                 all[static_cast<size_t>(j)] = code;
                 bits |= uint64_t(c > 0) << (j & 63);
                 count += c > 0;

@@ -30,9 +30,8 @@ struct SrpGen {
 //   words[3 (j / 64) + (j / 32) % 2] bit j % 32     column j has entries
 //   words[3 (j / 64) + 2]                           non-empty columns before feature 64 (j / 64)
 //   code[slot]                  count (1, 2; 3: more, expanded from the generator) in bits 0-1,
-//                               then two entries (negative << 14 | row) of 15 bits each; a
-//                               one-entry column's second entry is row k (a spare, discarded)
-// (k < 2^14), where column j's slot is its group's rank plus the set bits below j in the group.
+//                               then up to two entries (negative << 14 | row) of 15 bits each
+// (k <= 2^14), where column j's slot is its group's rank plus the set bits below j in the group.
 struct SrpPacked {
     const uint32_t* words;
     const uint32_t* code;
