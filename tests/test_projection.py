@@ -452,7 +452,8 @@ def test_fastrp_empty_and_self_only(backend):
     (16385, 0.0005, 600, 0.02),   # one more: on the fly only
     (7, 0.05, 61, 0.3),           # rows shorter than a vector, two bitmap groups
 ])
-def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdensity):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdensity, dtype):
     """When X has at least as many stored entries as features, srp_sparse computes R's columns
     once into a packed table (cached for the next call); the bits must equal generating them on
     the fly (forced here by passing a larger n_features, which only that path ignores)."""
@@ -460,21 +461,23 @@ def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdens
         pytest.skip("the packed table is the compiled kernel's")
     rng = np.random.default_rng(k + d)
     n = int(np.ceil(1.5 / xdensity)) + 2  # xdensity x d x n >= d stored entries
-    x = sp.random(n, d, density=xdensity, format="csr", random_state=rng, dtype=np.float32)
-    x.data = rng.standard_normal(x.nnz).astype(np.float32)
+    x = sp.random(n, d, density=xdensity, format="csr", random_state=rng, dtype=dtype)
+    x.data = rng.standard_normal(x.nnz).astype(dtype)
     assert x.nnz >= d
     est = P.SparseRandomProjection(k, density="auto" if density is None else density, seed=3)
     est.fit(x)
     seed, kk, mode, thr, cdf = est._gen_args()
     assert mode == 1
-    scale = np.float32(est._scale())
+    scale = dtype(est._scale())
     f = embkern._core.projection.srp_sparse
     xptr = x.indptr.astype(np.int64)
     packed = f(xptr, x.indices, x.data, n, d, seed, kk, mode, thr, cdf, scale)
     again = f(xptr, x.indices, x.data, n, d, seed, kk, mode, thr, cdf, scale)  # the cached table
     fly = f(xptr, x.indices, x.data, n, x.nnz + 1, seed, kk, mode, thr, cdf, scale)
-    np.testing.assert_array_equal(packed.view(np.uint32), fly.view(np.uint32))
-    np.testing.assert_array_equal(again.view(np.uint32), fly.view(np.uint32))
+    assert packed.dtype == dtype
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(packed.view(bits), fly.view(bits))
+    np.testing.assert_array_equal(again.view(bits), fly.view(bits))
     want = (x @ est.components_.T.astype(np.float64)).toarray()
     np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-5)
 

@@ -230,11 +230,12 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
 }
 
 // srp_packed's filter, 8 entries at a time: gather the 8 bitmap words, shift each entry's bit to
-// the top, movemask, and write the hits' offsets packed to the front with one lane permutation
-// from a 256-entry table (the lanes of each mask, as bytes).
+// the top, movemask, and write the hits' column ids and values packed to the front with one lane
+// permutation from a 256-entry table (the lanes of each mask, as bytes).
 //   _mm256_i32gather_epi32       the bitmap words of 8 column ids (SrpPacked: 3 (j / 64) + (j / 32) % 2)
 //   _mm256_sllv_epi32            each id's bit to bit 31: word << (31 - j % 32)
-//   _mm256_permutevar8x32_epi32  the hit lanes' offsets to the front
+//   _mm256_permutevar8x32_epi32  the hit lanes to the front (float64 values: 4 at a time, with a
+//                                16-entry table of lane pairs)
 // The row is checked on the way (as filter_hits does): ids against d, values for NaN/inf.
 struct CompressLanes {
     alignas(64) uint8_t lanes[256][8];
@@ -247,6 +248,26 @@ struct CompressLanes {
     }
 };
 inline constexpr CompressLanes kCompressLanes{};
+
+// The 32-bit lane pairs (2 l, 2 l + 1) of the set lanes l of a 4-bit mask, packed to the front.
+struct CompressPairs {
+    alignas(64) uint8_t lanes[16][8];
+    constexpr CompressPairs() : lanes() {
+        for (int m = 0; m < 16; ++m) {
+            int q = 0;
+            for (int l = 0; l < 4; ++l)
+                if (m >> l & 1) {
+                    lanes[m][q++] = static_cast<uint8_t>(2 * l);
+                    lanes[m][q++] = static_cast<uint8_t>(2 * l + 1);
+                }
+        }
+    }
+};
+inline constexpr CompressPairs kCompressPairs{};
+
+inline __m256i lane_perm(const uint8_t* lanes) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lanes)));
+}
 
 // All-ones lanes where a value is NaN or inf, 8 values at a time.
 inline __m256i nonfinite8(const float* v) {
@@ -262,12 +283,24 @@ inline __m256i nonfinite8(const double* v) {
                            _mm256_cmpeq_epi64(_mm256_and_si256(b1, e), e));
 }
 
+// The 8 values at v of the lanes set in mask, packed to dst (perm: kCompressLanes of mask).
+inline void compress_values(const float* v, int mask, __m256i perm, float* dst) {
+    (void)mask;
+    _mm256_storeu_ps(dst, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v), perm));
+}
+inline void compress_values(const double* v, int mask, __m256i, double* dst) {
+    const int lo = mask & 15;
+    const __m256 a = _mm256_castpd_ps(_mm256_loadu_pd(v)), b = _mm256_castpd_ps(_mm256_loadu_pd(v + 4));
+    _mm256_storeu_ps(reinterpret_cast<float*>(dst), _mm256_permutevar8x32_ps(a, lane_perm(kCompressPairs.lanes[lo])));
+    _mm256_storeu_ps(reinterpret_cast<float*>(dst + __builtin_popcount(static_cast<unsigned>(lo))),
+                     _mm256_permutevar8x32_ps(b, lane_perm(kCompressPairs.lanes[mask >> 4])));
+}
+
 // Ids are clamped to d - 1 before the gather (a lane that changed marks the row bad), so a bad id
 // never reads outside the bitmap.
 template <class T>
 int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
-                    int32_t* hits) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                    uint32_t* jids, T* vals) {
     const __m256i low5 = _mm256_set1_epi32(31);
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i last = _mm256_set1_epi32(static_cast<int>(d - 1));
@@ -284,15 +317,15 @@ int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, co
         const __m256i w = _mm256_i32gather_epi32(reinterpret_cast<const int*>(words), word, 4);
         const __m256i top = _mm256_sllv_epi32(w, _mm256_sub_epi32(low5, _mm256_and_si256(j, low5)));
         const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(top));
-        const __m256i perm = _mm256_cvtepu8_epi32(
-            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompressLanes.lanes[mask])));
-        const __m256i off = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(e)), lane);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(hits + m), _mm256_permutevar8x32_epi32(off, perm));
+        const __m256i perm = lane_perm(kCompressLanes.lanes[mask]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(jids + m), _mm256_permutevar8x32_epi32(j, perm));
+        compress_values(val + e, mask, perm, vals + m);
         m += __builtin_popcount(static_cast<unsigned>(mask));
     }
     uint32_t bad_id = !_mm256_testz_si256(clamped, clamped);
     uint32_t bad_value = !_mm256_testz_si256(nonfinite, nonfinite);
-    m += projection_generic::filter_hits(ind + e, val + e, len - e, d, words, hits + m, e, bad_id, bad_value);
+    m += projection_generic::filter_hits(ind + e, val + e, len - e, d, words, jids + m, vals + m,
+                                         bad_id, bad_value);
     if (bad_id) projection_generic::throw_bad_ids(d);
     if (bad_value) projection_generic::throw_bad_values();
     return m;

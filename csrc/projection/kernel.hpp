@@ -247,13 +247,13 @@ inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const
 }
 
 // srp_packed's filter, one entry at a time (branch-free: about a fifth of the entries hit at "auto"
-// density, so a branch would mispredict): writes the offsets e in [0, len) whose column is
-// non-empty to hits (room for len + 8, offsets counted from `first`) and returns their count. It
-// checks the row as it goes: bad_id / bad_value become 1 for an id outside [0, d) (read as id 0)
-// or a NaN/inf value.
+// density, so a branch would mispredict): writes the column ids and values of the entries whose
+// column is non-empty to jids and vals (room for len + 8 each) and returns their count. It checks
+// the row as it goes: bad_id / bad_value become 1 for an id outside [0, d) (read as id 0) or a
+// NaN/inf value.
 template <class T>
 int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
-                    int32_t* hits, int64_t first, uint32_t& bad_id, uint32_t& bad_value) {
+                    uint32_t* jids, T* vals, uint32_t& bad_id, uint32_t& bad_value) {
     const uint32_t lim = static_cast<uint32_t>(d);
     int64_t m = 0;
     for (int64_t e = 0; e < len; ++e) {
@@ -261,7 +261,8 @@ int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, co
         const uint32_t ok = j < lim;
         const uint32_t jc = j & (0u - ok);
         bad_id |= ok ^ 1u;
-        hits[m] = static_cast<int32_t>(first + e);
+        jids[m] = jc;
+        vals[m] = val[e];
         m += (words[3 * (jc >> 6) + ((jc >> 5) & 1)] >> (jc & 31)) & ok;
     }
     bad_value |= any_nonfinite(val, len);
@@ -270,9 +271,9 @@ int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, co
 
 template <class T>
 int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
-                    int32_t* hits) {
+                    uint32_t* jids, T* vals) {
     uint32_t bad_id = 0, bad_value = 0;
-    const int64_t m = filter_hits(ind, val, len, d, words, hits, 0, bad_id, bad_value);
+    const int64_t m = filter_hits(ind, val, len, d, words, jids, vals, bad_id, bad_value);
     if (bad_id) throw_bad_ids(d);
     if (bad_value) throw_bad_values();
     return m;
@@ -298,7 +299,7 @@ __attribute__((noinline, cold)) void apply_column(const SrpGen& g, const srp::Ke
 }
 
 template <class T, int64_t (*Hits)(const int32_t*, const T*, int64_t, int64_t, const uint32_t*,
-                                  int32_t*) = packed_hits<T>>
+                                  uint32_t*, T*) = packed_hits<T>>
 void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t n, int64_t d,
                 const SrpGen& g, const SrpPacked& p, T scale, T* out) {
     if (n <= 0) return;
@@ -308,21 +309,23 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
     std::vector<uint8_t> neg(idx.size());
     const T signed_scale[2] = {scale, -scale};  // indexed by the sign flag: a load, not a branch
     std::vector<T> row(static_cast<size_t>(k));
-    std::vector<int32_t> hit[2];   // a row's hits: offsets in the row
-    std::vector<uint32_t> slot[2];  // and their code indices
+    // A row's hits, packed to the front by the filter: column ids, values, then code slots. The
+    // loops over hits read them in order, with no load of an offset first.
+    std::vector<uint32_t> jid[2], slot[2];
+    std::vector<T> hval[2];
     int64_t nhit[2] = {0, 0};
     auto find_hits = [&](int64_t r, int b) {
         const int64_t e0 = xptr[r], len = xptr[r + 1] - e0;
-        const int32_t* ind = xind + e0;
-        if (hit[b].size() < static_cast<size_t>(len + 8)) {
-            hit[b].resize(static_cast<size_t>(len + 8));
+        if (jid[b].size() < static_cast<size_t>(len + 8)) {
+            jid[b].resize(static_cast<size_t>(len + 8));
+            hval[b].resize(static_cast<size_t>(len + 8));
             slot[b].resize(static_cast<size_t>(len + 8));
         }
-        const int32_t* h = hit[b].data();
-        const int64_t m = Hits(ind, xval + e0, len, d, p.words, hit[b].data());
+        const int64_t m = Hits(xind + e0, xval + e0, len, d, p.words, jid[b].data(), hval[b].data());
+        const uint32_t* j = jid[b].data();
         uint32_t* s = slot[b].data();
         for (int64_t q = 0; q < m; ++q) {
-            s[q] = packed_slot(p.words, static_cast<uint32_t>(ind[h[q]]));
+            s[q] = packed_slot(p.words, j[q]);
             __builtin_prefetch(p.code + s[q]);
         }
         nhit[b] = m;
@@ -333,17 +336,16 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
         if (r + 1 < n) find_hits(r + 1, b ^ 1);
         T* y = row.data();
         for (int64_t i = 0; i < k; ++i) y[i] = T(0);
-        const int32_t* ind = xind + xptr[r];
-        const T* val = xval + xptr[r];
-        const int32_t* h = hit[b].data();
+        const uint32_t* j = jid[b].data();
+        const T* hv = hval[b].data();
         const uint32_t* s = slot[b].data();
         const uint32_t* codes = p.code;
         const int64_t nh = nhit[b];
         for (int64_t q = 0; q < nh; ++q) {
             const uint32_t code = codes[s[q]];
-            const T v = val[h[q]];
+            const T v = hv[q];
             if (__builtin_expect((code & 3u) == 3u, 0)) {  // rare: more than two entries
-                apply_column(g, keys, ind[h[q]], v, signed_scale, y, idx.data(), neg.data());
+                apply_column(g, keys, j[q], v, signed_scale, y, idx.data(), neg.data());
                 continue;
             }
             y[(code >> 2) & 0x3FFFu] += v * signed_scale[(code >> 16) & 1u];
