@@ -237,33 +237,23 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
 //   _mm256_permutevar8x32_epi32  the hit lanes to the front (float64 values: 4 at a time, with a
 //                                16-entry table of lane pairs)
 // The row is checked on the way (as filter_hits does): ids against d, values for NaN/inf.
-struct CompressLanes {
-    alignas(64) uint8_t lanes[256][8];
-    constexpr CompressLanes() : lanes() {
-        for (int m = 0; m < 256; ++m) {
-            int q = 0;
-            for (int l = 0; l < 8; ++l)
-                if (m >> l & 1) lanes[m][q++] = static_cast<uint8_t>(l);
-        }
-    }
-};
-inline constexpr CompressLanes kCompressLanes{};
 
-// The 32-bit lane pairs (2 l, 2 l + 1) of the set lanes l of a 4-bit mask, packed to the front.
-struct CompressPairs {
-    alignas(64) uint8_t lanes[16][8];
-    constexpr CompressPairs() : lanes() {
-        for (int m = 0; m < 16; ++m) {
+// Lane permutations that pack the set lanes of a mask to the front, as bytes: for each mask of
+// Lanes bits, the Width 32-bit lanes of every set lane (Width 2: a float64 as two halves).
+template <int Lanes, int Width>
+struct CompressTable {
+    alignas(64) uint8_t lanes[1 << Lanes][8];
+    constexpr CompressTable() : lanes() {
+        for (int m = 0; m < (1 << Lanes); ++m) {
             int q = 0;
-            for (int l = 0; l < 4; ++l)
-                if (m >> l & 1) {
-                    lanes[m][q++] = static_cast<uint8_t>(2 * l);
-                    lanes[m][q++] = static_cast<uint8_t>(2 * l + 1);
-                }
+            for (int l = 0; l < Lanes; ++l)
+                if (m >> l & 1)
+                    for (int h = 0; h < Width; ++h) lanes[m][q++] = static_cast<uint8_t>(Width * l + h);
         }
     }
 };
-inline constexpr CompressPairs kCompressPairs{};
+inline constexpr CompressTable<8, 1> kCompressLanes{};
+inline constexpr CompressTable<4, 2> kCompressPairs{};
 
 inline __m256i lane_perm(const uint8_t* lanes) {
     return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lanes)));
