@@ -274,8 +274,7 @@ inline __m256i nonfinite8(const double* v) {
 }
 
 // The 8 values at v of the lanes set in mask, packed to dst (perm: kCompressLanes of mask).
-inline void compress_values(const float* v, int mask, __m256i perm, float* dst) {
-    (void)mask;
+inline void compress_values(const float* v, int /*mask*/, __m256i perm, float* dst) {
     _mm256_storeu_ps(dst, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v), perm));
 }
 inline void compress_values(const double* v, int mask, __m256i, double* dst) {

@@ -130,8 +130,8 @@ def _multi(x, w, has_w, a, b, ids, scales, bias, has_bias):
         if q >= 0:
             order[pos[q]] = i
             pos[q] += 1
-    # one gather buffer and one product buffer for every adapter: fresh temporaries per adapter
-    # would have the OS fault in and zero twice x's size each call
+    # one gather buffer, one shrink and one expand buffer, sized for the largest segment and reused
+    # by every adapter (the loop itself allocates nothing)
     seg = 0
     for q in range(nad):
         seg = max(seg, start[q + 1] - start[q])
