@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import embkern
+from embkern import _dispatch as _d
 from embkern import projection as P
 
 sp = pytest.importorskip("scipy.sparse")
@@ -447,18 +448,17 @@ def test_fastrp_empty_and_self_only(backend):
 @pytest.mark.parametrize("k, density, d, xdensity", [
     (256, None, 5000, 0.02),      # "auto" density: columns of 0, 1, 2 and 3+ entries
     (256, 0.05, 3000, 0.02),      # ~13 entries a column: the packed table's overflow path
-    (256, None, 40000, 0.005),    # several feature blocks: ranks carried across build tasks
+    (256, None, 40000, 0.005),    # several feature blocks (build tasks)
+    (64, None, 20000, 0.05),      # rows of ~1,000 entries: several chunks of the AVX2 filter
     (16384, 0.0005, 600, 0.02),   # the most components a packed entry can name
     (16385, 0.0005, 600, 0.02),   # one more: on the fly only
-    (7, 0.05, 61, 0.3),           # rows shorter than a vector, two bitmap groups
+    (7, 0.05, 61, 0.3),           # rows shorter than a vector, two bitmap words
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdensity, dtype):
     """When X has at least as many stored entries as features, srp_sparse computes R's columns
     once into a packed table (cached for the next call); the bits must equal generating them on
     the fly (forced here by passing a larger n_features, which only that path ignores)."""
-    if backend != "cpu":
-        pytest.skip("the packed table is the compiled kernel's")
     rng = np.random.default_rng(k + d)
     n = int(np.ceil(1.5 / xdensity)) + 2  # xdensity x d x n >= d stored entries
     x = sp.random(n, d, density=xdensity, format="csr", random_state=rng, dtype=dtype)
@@ -469,7 +469,7 @@ def test_srp_sparse_packed_table_equals_on_the_fly(backend, k, density, d, xdens
     seed, kk, mode, thr, cdf = est._gen_args()
     assert mode == 1
     scale = dtype(est._scale())
-    f = embkern._core.projection.srp_sparse
+    f = _d.kernel("projection", "srp_sparse", backend)
     xptr = x.indptr.astype(np.int64)
     packed = f(xptr, x.indices, x.data, n, d, seed, kk, mode, thr, cdf, scale)
     again = f(xptr, x.indices, x.data, n, d, seed, kk, mode, thr, cdf, scale)  # the cached table

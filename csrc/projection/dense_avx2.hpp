@@ -232,8 +232,9 @@ inline void fastrp_propagate(const int64_t* indptr, const int32_t* indices, cons
 // srp_packed's filter, 8 entries at a time: gather the 8 bitmap words, shift each entry's bit to
 // the top, movemask, and write the hits' column ids and values packed to the front with one lane
 // permutation from a 256-entry table (the lanes of each mask, as bytes).
-//   _mm256_i32gather_epi32       the bitmap words of 8 column ids (SrpPacked: 3 (j / 64) + (j / 32) % 2)
-//   _mm256_sllv_epi32            each id's bit to bit 31: word << (31 - j % 32)
+//   _mm256_i32gather_epi32       the bitmap words of 8 column ids (SrpPacked: j / 32)
+//   _mm256_sllv_epi32            each id's bit to bit 31: word << (31 - j % 32), the count being
+//                                ~j & 31
 //   _mm256_permutevar8x32_epi32  the hit lanes to the front (float64 values: 4 at a time, with a
 //                                16-entry table of lane pairs)
 // The row is checked on the way (as filter_hits does): ids against d, values for NaN/inf.
@@ -288,32 +289,43 @@ inline void compress_values(const double* v, int mask, __m256i, double* dst) {
 // Ids are clamped to d - 1 before the gather (a lane that changed marks the row bad), so a bad id
 // never reads outside the bitmap.
 template <class T>
-int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
+int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* bits,
                     uint32_t* jids, T* vals) {
     const __m256i low5 = _mm256_set1_epi32(31);
-    const __m256i one = _mm256_set1_epi32(1);
     const __m256i last = _mm256_set1_epi32(static_cast<int>(d - 1));
     __m256i clamped = _mm256_setzero_si256(), nonfinite = _mm256_setzero_si256();
-    int64_t m = 0, e = 0;
-    for (; e + 8 <= len; e += 8) {
-        const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ind + e));
-        const __m256i j = _mm256_min_epu32(id, last);
-        clamped = _mm256_or_si256(clamped, _mm256_xor_si256(j, id));
-        nonfinite = _mm256_or_si256(nonfinite, nonfinite8(val + e));
-        const __m256i group = _mm256_srli_epi32(j, 6);
-        const __m256i word = _mm256_add_epi32(_mm256_add_epi32(group, _mm256_add_epi32(group, group)),
-                                              _mm256_and_si256(_mm256_srli_epi32(j, 5), one));
-        const __m256i w = _mm256_i32gather_epi32(reinterpret_cast<const int*>(words), word, 4);
-        const __m256i top = _mm256_sllv_epi32(w, _mm256_sub_epi32(low5, _mm256_and_si256(j, low5)));
-        const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(top));
-        const __m256i perm = lane_perm(kCompressLanes.lanes[mask]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(jids + m), _mm256_permutevar8x32_epi32(j, perm));
-        compress_values(val + e, mask, perm, vals + m);
-        m += __builtin_popcount(static_cast<unsigned>(mask));
+    // Two passes per chunk of vectors: the gathers and bit tests first (independent of each
+    // other, so several gathers are in flight), then the packing, whose stores wait on the count
+    // of hits so far. One loop doing both measured 8 % slower over the whole kernel (process-level
+    // A/B, 200,000 x 2^20 rows of 100 entries).
+    constexpr int64_t kChunk = 32;  // vectors per pass
+    uint8_t masks[kChunk];
+    const int64_t nv = len / 8;
+    int64_t m = 0;
+    for (int64_t c0 = 0; c0 < nv; c0 += kChunk) {
+        const int64_t c1 = std::min(nv, c0 + kChunk);
+        for (int64_t c = c0; c < c1; ++c) {
+            const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ind + 8 * c));
+            const __m256i j = _mm256_min_epu32(id, last);
+            clamped = _mm256_or_si256(clamped, _mm256_xor_si256(j, id));
+            const __m256i w = _mm256_i32gather_epi32(reinterpret_cast<const int*>(bits), _mm256_srli_epi32(j, 5), 4);
+            const __m256i top = _mm256_sllv_epi32(w, _mm256_andnot_si256(j, low5));
+            masks[c - c0] = static_cast<uint8_t>(_mm256_movemask_ps(_mm256_castsi256_ps(top)));
+        }
+        for (int64_t c = c0; c < c1; ++c) {
+            const int mask = masks[c - c0];
+            const __m256i j = _mm256_min_epu32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ind + 8 * c)), last);
+            nonfinite = _mm256_or_si256(nonfinite, nonfinite8(val + 8 * c));
+            const __m256i perm = lane_perm(kCompressLanes.lanes[mask]);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(jids + m), _mm256_permutevar8x32_epi32(j, perm));
+            compress_values(val + 8 * c, mask, perm, vals + m);
+            m += __builtin_popcount(static_cast<unsigned>(mask));
+        }
     }
+    const int64_t e = 8 * nv;
     uint32_t bad_id = !_mm256_testz_si256(clamped, clamped);
     uint32_t bad_value = !_mm256_testz_si256(nonfinite, nonfinite);
-    m += projection_generic::filter_hits(ind + e, val + e, len - e, d, words, jids + m, vals + m,
+    m += projection_generic::filter_hits(ind + e, val + e, len - e, d, bits, jids + m, vals + m,
                                          bad_id, bad_value);
     if (bad_id) projection_generic::throw_bad_ids(d);
     if (bad_value) projection_generic::throw_bad_values();

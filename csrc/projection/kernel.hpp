@@ -252,7 +252,7 @@ inline void fastrp_init(uint64_t key, int64_t u0, int64_t u1, int64_t dim, const
 // the row as it goes: bad_id / bad_value become 1 for an id outside [0, d) (read as id 0) or a
 // NaN/inf value.
 template <class T>
-int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
+int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* bits,
                     uint32_t* jids, T* vals, uint32_t& bad_id, uint32_t& bad_value) {
     const uint32_t lim = static_cast<uint32_t>(d);
     int64_t m = 0;
@@ -263,28 +263,20 @@ int64_t filter_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, co
         bad_id |= ok ^ 1u;
         jids[m] = jc;
         vals[m] = val[e];
-        m += (words[3 * (jc >> 6) + ((jc >> 5) & 1)] >> (jc & 31)) & ok;
+        m += (bits[jc >> 5] >> (jc & 31)) & ok;
     }
     bad_value |= any_nonfinite(val, len);
     return m;
 }
 
 template <class T>
-int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* words,
+int64_t packed_hits(const int32_t* ind, const T* val, int64_t len, int64_t d, const uint32_t* bits,
                     uint32_t* jids, T* vals) {
     uint32_t bad_id = 0, bad_value = 0;
-    const int64_t m = filter_hits(ind, val, len, d, words, jids, vals, bad_id, bad_value);
+    const int64_t m = filter_hits(ind, val, len, d, bits, jids, vals, bad_id, bad_value);
     if (bad_id) throw_bad_ids(d);
     if (bad_value) throw_bad_values();
     return m;
-}
-
-// Index of column j's code: its word's rank plus the set bits below j in the word.
-inline uint32_t packed_slot(const uint32_t* words, uint32_t j) {
-    const uint32_t* w = words + 3 * (j >> 6);
-    const uint64_t bits = uint64_t(w[0]) | uint64_t(w[1]) << 32;
-    const uint64_t below = (uint64_t(1) << (j & 63)) - 1;
-    return w[2] + static_cast<uint32_t>(__builtin_popcountll(bits & below));
 }
 
 // y[i] += v * signed_scale[negative] for the entries (i, negative) of R's column j, from the
@@ -309,9 +301,9 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
     std::vector<uint8_t> neg(idx.size());
     const T signed_scale[2] = {scale, -scale};  // indexed by the sign flag: a load, not a branch
     std::vector<T> row(static_cast<size_t>(k));
-    // A row's hits, packed to the front by the filter: column ids, values, then code slots. The
-    // loops over hits read them in order, with no load of an offset first.
-    std::vector<uint32_t> jid[2], slot[2];
+    // A row's hits, packed to the front by the filter: column ids and values. The loops over hits
+    // read them in order, with no load of an offset first.
+    std::vector<uint32_t> jid[2];
     std::vector<T> hval[2];
     int64_t nhit[2] = {0, 0};
     auto find_hits = [&](int64_t r, int b) {
@@ -319,15 +311,10 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
         if (jid[b].size() < static_cast<size_t>(len + 8)) {
             jid[b].resize(static_cast<size_t>(len + 8));
             hval[b].resize(static_cast<size_t>(len + 8));
-            slot[b].resize(static_cast<size_t>(len + 8));
         }
-        const int64_t m = Hits(xind + e0, xval + e0, len, d, p.words, jid[b].data(), hval[b].data());
+        const int64_t m = Hits(xind + e0, xval + e0, len, d, p.bits, jid[b].data(), hval[b].data());
         const uint32_t* j = jid[b].data();
-        uint32_t* s = slot[b].data();
-        for (int64_t q = 0; q < m; ++q) {
-            s[q] = packed_slot(p.words, j[q]);
-            __builtin_prefetch(p.code + s[q]);
-        }
+        for (int64_t q = 0; q < m; ++q) __builtin_prefetch(p.code + j[q]);
         nhit[b] = m;
     };
     find_hits(0, 0);
@@ -338,11 +325,10 @@ void srp_packed(const int64_t* xptr, const int32_t* xind, const T* xval, int64_t
         for (int64_t i = 0; i < k; ++i) y[i] = T(0);
         const uint32_t* j = jid[b].data();
         const T* hv = hval[b].data();
-        const uint32_t* s = slot[b].data();
         const uint32_t* codes = p.code;
         const int64_t nh = nhit[b];
         for (int64_t q = 0; q < nh; ++q) {
-            const uint32_t code = codes[s[q]];
+            const uint32_t code = codes[j[q]];
             const T v = hv[q];
             if (__builtin_expect((code & 3u) == 3u, 0)) {  // rare: more than two entries
                 apply_column(g, keys, j[q], v, signed_scale, y, idx.data(), neg.data());

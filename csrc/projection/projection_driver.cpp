@@ -96,56 +96,35 @@ namespace {
 constexpr int64_t kPackedRows = int64_t(1) << 14;  // components a packed entry can name (14 bits)
 
 struct PackedColumns {
-    HugeArray<uint32_t> words;  // per 64 features: bitmap low, high, rank (SrpPacked)
-    HugeArray<uint32_t> code;
-    SrpPacked view() const { return SrpPacked{words.data(), code.data()}; }
+    HugeArray<uint32_t> bits;  // bitmap of the non-empty columns (SrpPacked)
+    HugeArray<uint32_t> code;  // every feature's code
+    SrpPacked view() const { return SrpPacked{bits.data(), code.data()}; }
 };
 
 PackedColumns build_packed_columns(const SrpGen& g, int64_t d) {
-    static_assert(kFeatureBlock % 64 == 0, "a feature block owns whole groups of 64");
-    const int64_t ngroups = ceil_div(d, 64);
-    HugeArray<uint32_t> all(static_cast<size_t>(d));  // every feature's code (0: empty), compacted below
-    HugeArray<uint32_t> words(static_cast<size_t>(3 * ngroups));
+    static_assert(kFeatureBlock % 32 == 0, "a feature block owns whole bitmap words");
+    HugeArray<uint32_t> code(static_cast<size_t>(d));
+    HugeArray<uint32_t> bits(static_cast<size_t>(ceil_div(d, 32)));
     const rng::Keys keys(g.seed);
-    const int64_t ntasks = ceil_div(d, kFeatureBlock);
-    std::vector<uint32_t> task_count(static_cast<size_t>(ntasks));
-    parallel_for(ntasks, [&](int64_t t) {
+    parallel_for(ceil_div(d, kFeatureBlock), [&](int64_t t) {
         std::vector<int32_t> idx(static_cast<size_t>(std::max<int64_t>(1, rng::max_column(g))));
         std::vector<uint8_t> neg(idx.size());
         const int64_t j0 = t * kFeatureBlock, j1 = std::min(d, j0 + kFeatureBlock);
-        uint32_t count = 0;  // within the task, for now
-        for (int64_t q = j0 / 64; q < ceil_div(j1, 64); ++q) {
-            uint64_t bits = 0;
-            const uint32_t rank = count;
-            for (int64_t j = 64 * q; j < std::min(j1, 64 * q + 64); ++j) {
+        for (int64_t q = j0 / 32; q < ceil_div(j1, 32); ++q) {
+            uint32_t word = 0;
+            for (int64_t j = 32 * q; j < std::min(j1, 32 * q + 32); ++j) {
                 const int64_t c = rng::column(g, keys, j, idx.data(), neg.data());
-                uint32_t code = static_cast<uint32_t>(std::min<int64_t>(c, 3));
+                uint32_t cj = static_cast<uint32_t>(std::min<int64_t>(c, 3));
                 if (c <= 2)
                     for (int64_t e = 0; e < c; ++e)
-                        code |= ((uint32_t(neg[e]) << 14) | uint32_t(idx[e])) << (2 + 15 * e);
-                all[static_cast<size_t>(j)] = code;
-                bits |= uint64_t(c > 0) << (j & 63);
-                count += c > 0;
+                        cj |= ((uint32_t(neg[e]) << 14) | uint32_t(idx[e])) << (2 + 15 * e);
+                code[static_cast<size_t>(j)] = cj;  // 0 when c == 0
+                word |= uint32_t(c > 0) << (j & 31);
             }
-            words[static_cast<size_t>(3 * q)] = static_cast<uint32_t>(bits);
-            words[static_cast<size_t>(3 * q + 1)] = static_cast<uint32_t>(bits >> 32);
-            words[static_cast<size_t>(3 * q + 2)] = rank;
+            bits[static_cast<size_t>(q)] = word;
         }
-        task_count[static_cast<size_t>(t)] = count;
     });
-    std::vector<uint32_t> task_base(static_cast<size_t>(ntasks) + 1, 0);
-    for (int64_t t = 0; t < ntasks; ++t)
-        task_base[static_cast<size_t>(t) + 1] = task_base[static_cast<size_t>(t)] + task_count[static_cast<size_t>(t)];
-    HugeArray<uint32_t> code(std::max<size_t>(1, task_base[static_cast<size_t>(ntasks)]));
-    parallel_for(ntasks, [&](int64_t t) {
-        const int64_t j0 = t * kFeatureBlock, j1 = std::min(d, j0 + kFeatureBlock);
-        const uint32_t base = task_base[static_cast<size_t>(t)];
-        for (int64_t q = j0 / 64; q < ceil_div(j1, 64); ++q) words[static_cast<size_t>(3 * q + 2)] += base;
-        uint32_t* dst = code.data() + base;
-        for (int64_t j = j0; j < j1; ++j)
-            if (all[static_cast<size_t>(j)] != 0) *dst++ = all[static_cast<size_t>(j)];
-    });
-    return PackedColumns{std::move(words), std::move(code)};
+    return PackedColumns{std::move(bits), std::move(code)};
 }
 
 // The last table built, for the next call with the same generator (a transform called batch after

@@ -22,18 +22,18 @@ struct SrpGen {
 };
 
 // R's columns precomputed for srp_sparse (built by the driver for a generator and d features, when
-// X has at least as many stored entries as features). Only the non-empty columns (about 1 in 5 at
-// "auto" density) have a code, in feature order, so the table is about a quarter of a table of
-// every feature (1 MiB instead of 4 for 2^20 features) and stays in cache while X streams past.
-// Per 64 features, three 32-bit words: the bitmap of the non-empty columns (low half, high half)
-// and the rank (non-empty columns before this group), so a hit's bit and rank share a cache line:
-//   words[3 (j / 64) + (j / 32) % 2] bit j % 32     column j has entries
-//   words[3 (j / 64) + 2]                           non-empty columns before feature 64 (j / 64)
-//   code[slot]                  count (1, 2; 3: more, expanded from the generator) in bits 0-1,
-//                               then up to two entries (negative << 14 | row) of 15 bits each
-// (k <= 2^14), where column j's slot is its group's rank plus the set bits below j in the group.
+// X has at least as many stored entries as features): one code per feature, read directly at the
+// column id (no rank to compute per hit), and a bitmap of the non-empty columns (about 1 in 5 at
+// "auto" density) that the filter tests every entry of X against. The bitmap (d / 8 bytes) stays
+// in L2; the code table (4 d bytes) in L3 while X streams past, its lines prefetched a row ahead.
+// (A table of the non-empty columns only, a quarter the size, needs each hit's rank in the bitmap
+// first: about 10 % slower over the whole kernel at 2^20 features, process-level A/B.)
+//   bits[j / 32] bit j % 32     column j has entries
+//   code[j]                     0 when column j is empty; else its count (1, 2; 3: more, expanded
+//                               from the generator) in bits 0-1, then up to two entries
+//                               (negative << 14 | row) of 15 bits each (k <= 2^14)
 struct SrpPacked {
-    const uint32_t* words;
+    const uint32_t* bits;
     const uint32_t* code;
 };
 

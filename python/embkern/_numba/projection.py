@@ -10,8 +10,9 @@ bit-identical to the compiled path:
   ``acc = acc + x * v`` (no fast-math, so LLVM never fuses multiply and add), FastRP norms in 8
   fixed lanes folded ``((0+1)+(2+3))+((4+5)+(6+7))``, then a division by the norm.
 
-The sparse-input projection builds the table of R's columns (``srp_columns``) and runs the generic
-sparse kernel on it; the compiled path generates the columns on the fly, with the same numbers.
+The sparse-input projection generates R's columns on the fly, or, when X has at least as many
+entries as features, reads them from the compiled path's table (``_packed_fill``), with the same
+numbers either way.
 Threads: the caller sets ``numba.set_num_threads``; blocks of rows/nodes are the parallel unit.
 """
 import numpy as np
@@ -203,11 +204,109 @@ def _srp_sparse(xptr, xind, xval, n, seed, k, mode, thr53, cdf, scale, empty_bel
                     y[idx[q]] += v * (-scale if neg[q] else scale)
 
 
+@njit(**_PJIT)
+def _packed_fill(seed, d, k, cdf, bits, code):
+    """The compiled kernel's table of R's columns (projection_kernels.hpp, SrpPacked): bit j % 32
+    of bits[j // 32] set when column j has entries; code[j] its count (1, 2; 3: more) in bits
+    0-1, then up to two entries (negative << 14 | row) of 15 bits each."""
+    kc = _stream_key(seed, 1)
+    kp = _stream_key(seed, 2)
+    ks = _stream_key(seed, 3)
+    room = max(cdf.shape[0] - 1, 1)
+    nb = (d + 8191) // 8192
+    for b in prange(nb):
+        bi = np.empty(room, np.int32)
+        bn = np.empty(room, np.uint8)
+        for q in range(b * 256, min(bits.shape[0], (b + 1) * 256)):
+            word = 0
+            for j in range(32 * q, min(d, 32 * q + 32)):
+                c = _column(kc, kp, ks, k, 1, np.uint64(0), cdf, j, bi, bn)
+                cj = min(c, 3)
+                if c <= 2:
+                    for e in range(c):
+                        cj |= ((np.int64(bn[e]) << 14) | np.int64(bi[e])) << (2 + 15 * e)
+                code[j] = cj
+                if c > 0:
+                    word |= 1 << (j & 31)
+            bits[q] = word
+
+
+@njit(**_PJIT)
+def _srp_packed(xptr, xind, xval, n, seed, k, cdf, scale, bits, code, out):
+    """srp_sparse reading R's columns from the table, as the compiled srp_packed: a branch-free
+    first pass keeps the entries whose column is not empty (a branch there mispredicts on about
+    a fifth of them: twice the time), then those are added in stored order; columns of three or
+    more entries are generated."""
+    kc = _stream_key(seed, 1)
+    kp = _stream_key(seed, 2)
+    ks = _stream_key(seed, 3)
+    room = max(cdf.shape[0] - 1, 1)
+    nb = (n + _BLOCK - 1) // _BLOCK
+    for b in prange(nb):
+        idx = np.empty(room, np.int32)
+        neg = np.empty(room, np.uint8)
+        hit = np.empty(64, np.int64)
+        hcode = np.empty(64, np.uint32)
+        for r in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            y = out[r]
+            y[:] = 0
+            e0 = xptr[r]
+            e1 = xptr[r + 1]
+            if hit.shape[0] < e1 - e0:
+                hit = np.empty(e1 - e0, np.int64)
+                hcode = np.empty(e1 - e0, np.uint32)
+            m = 0
+            for e in range(e0, e1):
+                j = xind[e]
+                hit[m] = e
+                m += (bits[j >> 5] >> (j & 31)) & 1
+            # the hits' codes first, in a loop of independent loads (no branch waits on them)
+            for q in range(m):
+                hcode[q] = code[xind[hit[q]]]
+            for q in range(m):
+                e = hit[q]
+                j = xind[e]
+                cj = np.int64(hcode[q])
+                v = xval[e]
+                if (cj & 3) == 3:
+                    c = _column(kc, kp, ks, k, 1, np.uint64(0), cdf, j, idx, neg)
+                    for t in range(c):
+                        y[idx[t]] += v * (-scale if neg[t] else scale)
+                    continue
+                y[(cj >> 2) & 0x3FFF] += v * (-scale if (cj >> 16) & 1 else scale)
+                if cj & 2:
+                    y[(cj >> 17) & 0x3FFF] += v * (-scale if (cj >> 31) & 1 else scale)
+
+
+# The last table built, for the next call with the same generator (as the compiled path keeps it);
+# one (key, table) pair, replaced whole, so concurrent callers never see a key with another table.
+_packed_last = [None]
+
+
+def _packed_table(seed, d, k, cdf):
+    key = (int(seed), int(d), int(k), cdf.tobytes())
+    last = _packed_last[0]
+    if last is None or last[0] != key:
+        bits = np.empty((d + 31) // 32, np.uint32)
+        code = np.empty(d, np.uint32)
+        _packed_fill(np.uint64(seed), d, k, cdf, bits, code)
+        last = (key, (bits, code))
+        _packed_last[0] = last
+    return last[1]
+
+
 def srp_sparse(xptr, xind, xval, n, d, seed, k, mode, thr53, cdf, scale):
     out = np.empty((n, k), xval.dtype)
+    scale = xval.dtype.type(scale)
+    # As the compiled path: R's columns computed once into a table when X has at least as many
+    # entries as R has columns (binomial mode, at most 2^14 components: a packed entry's 14 bits).
+    if mode == 1 and k <= 1 << 14 and n > 0 and xptr[n] >= d:
+        bits, code = _packed_table(seed, d, k, cdf)
+        _srp_packed(xptr, xind, xval, n, np.uint64(seed), k, cdf, scale, bits, code, out)
+        return out
     empty_below = np.uint64(np.ceil(cdf[0] * 2.0**53)) if mode == 1 else np.uint64(0)
-    _srp_sparse(xptr, xind, xval, n, np.uint64(seed), k, mode, np.uint64(thr53), cdf,
-                xval.dtype.type(scale), empty_below, out)
+    _srp_sparse(xptr, xind, xval, n, np.uint64(seed), k, mode, np.uint64(thr53), cdf, scale,
+                empty_below, out)
     return out
 
 
