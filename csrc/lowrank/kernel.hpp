@@ -159,9 +159,9 @@ inline void register_lowrank_generic(LowrankKernels& t) {
     t.gemm_f32 = lowrank_detail::gemm_generic<float, static_cast<int>(kLrNR32)>;
     t.gemm_f64 = lowrank_detail::gemm_generic<double, static_cast<int>(kLrNR64)>;
     t.gemm_rows_f32 = lowrank_detail::gemm_rows_generic<float, static_cast<int>(kLrNR32)>;
+    t.gemm_rows_f64 = lowrank_detail::gemm_rows_generic<double, static_cast<int>(kLrNR64)>;
     t.pack_b_f32 = lowrank_detail::pack_b_generic<float, static_cast<int>(kLrNR32)>;
     t.pack_b_f64 = lowrank_detail::pack_b_generic<double, static_cast<int>(kLrNR64)>;
-    t.gemm_rows_f64 = lowrank_detail::gemm_rows_generic<double, static_cast<int>(kLrNR64)>;
     t.spmm_f32 = lowrank_detail::spmm_generic<float, static_cast<int>(kLrSW32)>;
     t.spmm_f64 = lowrank_detail::spmm_generic<double, static_cast<int>(kLrSW64)>;
 }
